@@ -1,0 +1,137 @@
+"""The Docker engine for tests: reuse a running one, else start a private `dockerd` as root.
+
+Test images are built locally from Debian's static busybox (no registry is reachable):
+`slipway-test/busybox` serves /www with `busybox httpd` on port 8080.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+from docker.errors import DockerException
+
+from tests.harness.procs import ManagedProcess, ServiceUnavailable, is_root, wait_until
+
+BUSYBOX = Path("/bin/busybox")
+BASE_IMAGE = "slipway-test/busybox:latest"
+HTTP_PORT = 8080
+
+
+@dataclass(frozen=True)
+class DockerInfo:
+    host: str  # a DOCKER_HOST value
+    started_here: bool
+
+    def client(self) -> docker.DockerClient:
+        return docker.DockerClient(base_url=self.host, version="auto", timeout=120)
+
+
+def _ping(host: str) -> bool:
+    try:
+        return bool(docker.DockerClient(base_url=host, version="auto", timeout=5).ping())
+    except DockerException:
+        return False
+
+
+class DockerEngine:
+    def __init__(self, session_dir: Path) -> None:
+        self.session_dir = session_dir
+        self.proc: ManagedProcess | None = None
+
+    def start(self) -> DockerInfo:
+        if not BUSYBOX.exists():
+            raise ServiceUnavailable("test images need Debian's static busybox: apt-get install busybox-static")
+        existing = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        if _ping(existing):
+            info = DockerInfo(existing, started_here=False)
+        else:
+            info = self._start_dockerd()
+        build_base_image(info.client(), self.session_dir / "docker-build")
+        return info
+
+    def _start_dockerd(self) -> DockerInfo:
+        dockerd = shutil.which("dockerd")
+        if not dockerd:
+            raise ServiceUnavailable("no Docker engine running and no dockerd: apt-get install docker.io")
+        if not is_root():
+            raise ServiceUnavailable(
+                "no Docker engine running and starting dockerd needs root: start Docker or set DOCKER_HOST")
+        root = self.session_dir / "docker"
+        for sub in ("data", "exec"):
+            (root / sub).mkdir(parents=True)
+        host = f"unix://{root / 'docker.sock'}"
+        self.proc = ManagedProcess(
+            "dockerd",
+            [dockerd, f"--data-root={root / 'data'}", f"--exec-root={root / 'exec'}", f"--host={host}",
+             f"--pidfile={root / 'dockerd.pid'}", "--iptables=true", "--ip-forward=true"],
+            session_dir=self.session_dir, term_timeout=20,
+        )
+        wait_until(lambda: _ping(host), timeout=60, what="dockerd", proc=self.proc, interval=0.5)
+        return DockerInfo(host, started_here=True)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        info = DockerInfo(f"unix://{self.session_dir / 'docker' / 'docker.sock'}", True)
+        try:  # containers first, so dockerd's shutdown has nothing to wait for
+            for container in info.client().containers.list(all=True):
+                container.remove(force=True)
+        except DockerException:
+            pass
+        self.proc.stop()
+
+
+def busybox_rootfs_tar(extra_files: dict[str, bytes] | None = None) -> bytes:
+    """A tar of a minimal root filesystem: static busybox with a link per applet."""
+    applets = subprocess.run([str(BUSYBOX), "--list-full"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for d in ("bin", "sbin", "usr/bin", "usr/sbin", "tmp", "www", "etc"):
+            ti = tarfile.TarInfo(d)
+            ti.type, ti.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
+            tar.addfile(ti)
+        tar.add(str(BUSYBOX), arcname="bin/busybox")
+        for applet in applets:
+            if applet == "bin/busybox":
+                continue
+            ti = tarfile.TarInfo(applet)
+            ti.type, ti.linkname = tarfile.SYMTYPE, "/bin/busybox"
+            tar.addfile(ti)
+        files = {"etc/passwd": b"root:x:0:0:root:/:/bin/sh\n", "www/health": b"ok\n",
+                 **(extra_files or {})}
+        for name, content in files.items():
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mode = len(content), 0o755
+            tar.addfile(ti, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def build_image(client: docker.DockerClient, tag: str, dockerfile: str,
+                context_files: dict[str, bytes]) -> None:
+    """`docker build` from an in-memory context (Dockerfile plus files)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, content in {"Dockerfile": dockerfile.encode(), **context_files}.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(content)
+            tar.addfile(ti, io.BytesIO(content))
+    buf.seek(0)
+    client.images.build(fileobj=buf, custom_context=True, tag=tag, rm=True, forcerm=True)
+
+
+def build_base_image(client: docker.DockerClient, workdir: Path) -> None:
+    del workdir  # the context is built in memory
+    build_image(
+        client, BASE_IMAGE,
+        f'FROM scratch\nADD rootfs.tar /\nEXPOSE {HTTP_PORT}\n'
+        f'CMD ["httpd", "-f", "-p", "{HTTP_PORT}", "-h", "/www"]\n',
+        {"rootfs.tar": busybox_rootfs_tar()},
+    )

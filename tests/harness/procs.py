@@ -1,0 +1,181 @@
+"""Process plumbing for the test harness: free ports, managed children, stale cleanup.
+
+Every service the harness starts runs in its own process group (so a Ctrl-C sent to the
+terminal reaches pytest, not the services, and the harness decides the shutdown order),
+and its pid is written under the session directory. A later session kills whatever a
+dead session left behind, so even a `kill -9` of pytest cannot leave services running
+for long.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+SESSION_PREFIX = "slipway-test-"
+OWNER_FILE = "owner.pid"
+PIDS_DIR = "pids"
+
+
+class ServiceUnavailable(RuntimeError):
+    """A service cannot run on this machine; the message says how to get it."""
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(*, also_free_offsets: Sequence[int] = (), low: int = 20000, high: int = 45000) -> int:
+    """A free TCP port on 127.0.0.1; `also_free_offsets` must be free too (SeaweedFS's +10000)."""
+    for _ in range(500):
+        port = random.randint(low, high)  # noqa: S311 - not security relevant
+        if all(port_is_free(port + off) for off in (0, *also_free_offsets)):
+            return port
+    raise RuntimeError("no free TCP port found on 127.0.0.1")
+
+
+def wait_until(check: Callable[[], bool], *, timeout: float, what: str,
+               proc: ManagedProcess | None = None, interval: float = 0.2) -> None:
+    """Poll `check` until it is true; fail early if `proc` died, with its log tail."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: process exited with {proc.poll()}\n{proc.log_tail()}")
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(interval)
+    tail = proc.log_tail() if proc is not None else ""
+    raise RuntimeError(f"{what}: not ready after {timeout:.0f} s\n{tail}")
+
+
+def _pgid_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def kill_group(pgid: int, *, term_timeout: float) -> None:
+    """SIGTERM a process group, then SIGKILL what is left after `term_timeout` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        if term_timeout > 0:
+            os.killpg(pgid, signal.SIGTERM)
+            deadline = time.monotonic() + term_timeout
+            while time.monotonic() < deadline and _pgid_alive(pgid):
+                time.sleep(0.1)
+        if _pgid_alive(pgid):
+            os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _pgid_alive(pgid):
+        time.sleep(0.05)
+
+
+class ManagedProcess:
+    """A service process in its own process group, logged to a file, recorded by pid."""
+
+    def __init__(self, name: str, argv: Sequence[str], *, session_dir: Path,
+                 env: Mapping[str, str] | None = None, cwd: Path | None = None,
+                 term_timeout: float = 10.0) -> None:
+        self.name = name
+        self.term_timeout = term_timeout
+        self.log_path = session_dir / "logs" / f"{name}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._pid_file = session_dir / PIDS_DIR / f"{name}.pid"
+        self._pid_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.popen = subprocess.Popen(  # noqa: S603 - argv built by the harness
+                list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+            )
+        self._pid_file.write_text(str(self.popen.pid))
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        kill_group(self.popen.pid, term_timeout=self.term_timeout)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=5)
+        self._pid_file.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def new_session_dir(base: Path) -> Path:
+    """Create this session's directory, after reaping what dead sessions left behind."""
+    reap_stale_sessions(base)
+    base.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
+    session = Path(tempfile.mkdtemp(prefix=SESSION_PREFIX, dir=base))
+    # Services that drop privileges (PostgreSQL as `postgres`) must traverse this directory.
+    session.chmod(0o755)
+    (session / OWNER_FILE).write_text(str(os.getpid()))
+    return session
+
+
+def reap_stale_sessions(base: Path) -> list[str]:
+    """Kill the services of sessions whose pytest is gone, and delete their directories."""
+    reaped: list[str] = []
+    if not base.is_dir():
+        return reaped
+    for session in base.glob(f"{SESSION_PREFIX}*"):
+        try:
+            owner = int((session / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            owner = 0
+        if owner and _pid_alive(owner):
+            continue
+        for pid_file in sorted((session / PIDS_DIR).glob("*.pid")):
+            with contextlib.suppress(OSError, ValueError):
+                kill_group(int(pid_file.read_text()), term_timeout=0)
+                reaped.append(pid_file.stem)
+        remove_tree(session)
+    return reaped
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a session directory, unmounting anything a service left mounted under it."""
+    if not path.exists():
+        return
+    if os.geteuid() == 0 and shutil.which("umount"):
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+        for mount in sorted((m for m in mounts if m.startswith(str(path))), reverse=True):
+            subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0

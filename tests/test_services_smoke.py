@@ -1,0 +1,131 @@
+"""One real round trip per harness service."""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import time
+from pathlib import Path
+
+import httpx
+import paramiko
+import psycopg
+import pytest
+from boto3.s3.transfer import TransferConfig
+
+from tests.harness.docker_engine import BASE_IMAGE, HTTP_PORT, DockerInfo
+from tests.harness.postgres import PostgresInfo
+from tests.harness.prefect_server import PrefectInfo
+from tests.harness.s3 import S3Info
+from tests.harness.sshd import SshInfo
+
+
+@pytest.mark.postgres
+def test_postgres_query(postgres: PostgresInfo) -> None:
+    with psycopg.connect(postgres.url(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE smoke")
+    with psycopg.connect(postgres.url("smoke")) as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        conn.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g")
+        row = conn.execute("SELECT count(*), max(id), version() FROM t").fetchone()
+    assert row is not None
+    assert row[0] == 1000 and row[1] == 1000
+    assert "PostgreSQL 15" in row[2]
+
+
+@pytest.mark.s3
+def test_s3_put_list_get_multipart(s3: S3Info) -> None:
+    client = s3.client()
+    bucket = f"smoke-{secrets.token_hex(4)}"
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="a/hello.txt", Body=b"hello")
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert keys == ["a/hello.txt"]
+    assert client.get_object(Bucket=bucket, Key="a/hello.txt")["Body"].read() == b"hello"
+
+    # 24 MiB in 8 MiB parts: a real multi-part upload, read back byte for byte.
+    payload = os.urandom(24 * 1024 * 1024)
+    cfg = TransferConfig(multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024)
+    client.upload_fileobj(io.BytesIO(payload), bucket, "big.bin", Config=cfg)
+    head = client.head_object(Bucket=bucket, Key="big.bin")
+    assert head["ContentLength"] == len(payload)
+    assert head["ETag"].strip('"').endswith("-3"), head["ETag"]  # three parts
+    out = io.BytesIO()
+    client.download_fileobj(bucket, "big.bin", out)
+    assert out.getvalue() == payload
+
+    # A second bucket on the same server works too (several buckets at once).
+    other = f"{bucket}-b"
+    client.create_bucket(Bucket=other)
+    client.copy_object(Bucket=other, Key="copy.txt", CopySource={"Bucket": bucket, "Key": "a/hello.txt"})
+    assert client.get_object(Bucket=other, Key="copy.txt")["Body"].read() == b"hello"
+
+
+@pytest.mark.docker
+def test_container_answers_http(docker_engine: DockerInfo, tmp_path: Path) -> None:
+    client = docker_engine.client()
+    container = client.containers.run(
+        BASE_IMAGE, detach=True, ports={f"{HTTP_PORT}/tcp": ("127.0.0.1", None)},
+        labels={"slipway-test": "smoke"},
+    )
+    try:
+        container.reload()
+        host_port = int(container.ports[f"{HTTP_PORT}/tcp"][0]["HostPort"])
+        deadline, body = time.monotonic() + 20, ""
+        while time.monotonic() < deadline:
+            try:
+                body = httpx.get(f"http://127.0.0.1:{host_port}/health", timeout=2).text
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert body == "ok\n"
+    finally:
+        container.remove(force=True)
+
+
+@pytest.mark.ssh
+def test_ssh_remote_command_with_host_key_checked(ssh_server: SshInfo) -> None:
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(ssh_server.known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(ssh_server.host, port=ssh_server.port, username=ssh_server.user,
+                   key_filename=str(ssh_server.client_key), look_for_keys=False, allow_agent=False)
+    try:
+        _, stdout, _ = client.exec_command("echo slipway-$((6*7)); id -un")
+        lines = stdout.read().decode().split()
+        assert stdout.channel.recv_exit_status() == 0
+    finally:
+        client.close()
+    assert lines == ["slipway-42", ssh_server.user]
+
+
+@pytest.mark.ssh
+def test_ssh_rejects_unknown_host_key(ssh_server: SshInfo, tmp_path: Path) -> None:
+    """The host-key check is real: an empty known_hosts refuses the connection."""
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    with pytest.raises(paramiko.SSHException):
+        client.connect(ssh_server.host, port=ssh_server.port, username=ssh_server.user,
+                       key_filename=str(ssh_server.client_key), look_for_keys=False,
+                       allow_agent=False)
+    client.close()
+
+
+@pytest.mark.prefect
+def test_deployment_runs_on_worker(prefect_server: PrefectInfo, tmp_path: Path) -> None:
+    from prefect import flow
+    from prefect.deployments import run_deployment
+
+    repo = Path(__file__).resolve().parent.parent
+    marker, text = tmp_path / "marker.txt", f"ran-{secrets.token_hex(4)}"
+    source = flow.from_source(source=str(repo), entrypoint="tests/smoke_flows.py:smoke")
+    deployment_id = source.deploy(  # type: ignore[union-attr]
+        name="smoke", work_pool_name=prefect_server.work_pool, build=False, push=False,
+        print_next_steps=False,
+    )
+    assert deployment_id
+    run = run_deployment("slipway-smoke/smoke", parameters={"path": str(marker), "text": text},
+                         timeout=180)
+    assert run.state is not None and run.state.is_completed(), run.state  # type: ignore[union-attr]
+    assert marker.read_text() == text
