@@ -10,31 +10,33 @@ from __future__ import annotations
 import atexit
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import pytest
 
-# Before anything imports prefect: this session's own Prefect home, no stray API URL.
-_BASE = Path(os.environ.get("SLIPWAY_TEST_TMP", "/tmp/slipway-tests"))
+from tests.harness import SERVICES, Harness, ServiceUnavailable
+from tests.harness.docker_engine import DockerInfo
+from tests.harness.postgres import PostgresInfo
+from tests.harness.prefect_server import PrefectInfo
+from tests.harness.s3 import S3Info
+from tests.harness.sshd import SshInfo
 
-from tests.harness import SERVICES, Harness, ServiceUnavailable  # noqa: E402
-
-HARNESS = Harness(_BASE, keep=os.environ.get("SLIPWAY_KEEP_TEST_DIR") == "1")
+HARNESS = Harness(
+    Path(os.environ.get("SLIPWAY_TEST_TMP", "/tmp/slipway-tests")),
+    keep=os.environ.get("SLIPWAY_KEEP_TEST_DIR") == "1",
+)
+# Before anything imports prefect: this session's own Prefect home and no stray API URL
+# (flows that need a server get one from the `prefect_server` fixture).
 os.environ["PREFECT_HOME"] = str(HARNESS.prefect_home)
 os.environ.pop("PREFECT_API_URL", None)
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
-_stopped = False
-
 
 def _stop_services() -> None:
-    global _stopped
-    if not _stopped:
-        _stopped = True
-        HARNESS.stop()
+    HARNESS.stop()
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -44,6 +46,11 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 atexit.register(_stop_services)
 signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The Prefect server takes longest to start: run its tests last, the others meanwhile.
+    items.sort(key=lambda item: item.get_closest_marker("prefect") is not None)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -57,10 +64,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_report_header() -> str:
-    return f"slipway harness: {HARNESS.session_dir}{' (CI: missing services fail)' if IN_CI else ''}"
+    return f"slipway harness: {HARNESS.session_dir}" + (
+        " (CI: a missing service fails the run)" if IN_CI else ""
+    )
 
 
-def _service(name: str) -> object:
+def _service(name: str) -> Any:
     try:
         return HARNESS.require(name)
     except ServiceUnavailable as exc:
@@ -68,50 +77,51 @@ def _service(name: str) -> object:
             pytest.fail(f"{name} unavailable under CI: {exc}", pytrace=False)
         pytest.skip(f"{name} unavailable: {exc}")
     except Exception as exc:
-        pytest.fail(f"{name} failed to start: {exc}\n(logs: {HARNESS.session_dir / 'logs'})",
-                    pytrace=False)
+        logs = HARNESS.session_dir / "logs"
+        pytest.fail(f"{name} failed to start: {exc}\n(logs: {logs})", pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def postgres():  # type: ignore[no-untyped-def]
-    """A running PostgreSQL 15 server (PostgresInfo)."""
-    return _service("postgres")
-
-
-@pytest.fixture(scope="session")
-def s3():  # type: ignore[no-untyped-def]
-    """A running S3 server (S3Info)."""
-    return _service("s3")
-
-
-@pytest.fixture(scope="session")
-def docker_engine():  # type: ignore[no-untyped-def]
-    """A Docker engine with the busybox test image built (DockerInfo); DOCKER_HOST is set."""
-    info = _service("docker")
-    os.environ["DOCKER_HOST"] = info.host  # type: ignore[attr-defined]
+def postgres() -> PostgresInfo:
+    """A running PostgreSQL 15 server."""
+    info: PostgresInfo = _service("postgres")
     return info
 
 
 @pytest.fixture(scope="session")
-def ssh_server():  # type: ignore[no-untyped-def]
-    """A running sshd on 127.0.0.1 with a client key (SshInfo)."""
-    return _service("ssh")
+def s3() -> S3Info:
+    """A running S3 server (SeaweedFS) with one admin identity."""
+    info: S3Info = _service("s3")
+    return info
 
 
 @pytest.fixture(scope="session")
-def prefect_server() -> Iterator[object]:
+def docker_engine() -> DockerInfo:
+    """A Docker engine with the busybox test image built; DOCKER_HOST points at it."""
+    info: DockerInfo = _service("docker")
+    os.environ["DOCKER_HOST"] = info.host
+    return info
+
+
+@pytest.fixture(scope="session")
+def ssh_server() -> SshInfo:
+    """sshd on 127.0.0.1 with a client key and a known_hosts file."""
+    info: SshInfo = _service("ssh")
+    return info
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[PrefectInfo]:
     """A Prefect server with a `process` work pool and a worker; this process talks to it."""
-    info = _service("prefect")
+    info: PrefectInfo = _service("prefect")
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: info.api_url}):  # type: ignore[attr-defined]
-        os.environ["PREFECT_API_URL"] = info.api_url  # type: ignore[attr-defined]
+    os.environ["PREFECT_API_URL"] = info.api_url
+    with temporary_settings(updates={PREFECT_API_URL: info.api_url}):
         yield info
 
 
 @pytest.fixture
 def session_dir() -> Path:
+    """This test session's directory (service data, logs, pid files)."""
     return HARNESS.session_dir
-
-
-del sys

@@ -30,7 +30,7 @@ def test_postgres_query(postgres: PostgresInfo) -> None:
         conn.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g")
         row = conn.execute("SELECT count(*), max(id), version() FROM t").fetchone()
     assert row is not None
-    assert row[0] == 1000 and row[1] == 1000
+    assert row[:2] == (1000, 1000)
     assert "PostgreSQL 15" in row[2]
 
 
@@ -58,7 +58,9 @@ def test_s3_put_list_get_multipart(s3: S3Info) -> None:
     # A second bucket on the same server works too (several buckets at once).
     other = f"{bucket}-b"
     client.create_bucket(Bucket=other)
-    client.copy_object(Bucket=other, Key="copy.txt", CopySource={"Bucket": bucket, "Key": "a/hello.txt"})
+    client.copy_object(
+        Bucket=other, Key="copy.txt", CopySource={"Bucket": bucket, "Key": "a/hello.txt"}
+    )
     assert client.get_object(Bucket=other, Key="copy.txt")["Body"].read() == b"hello"
 
 
@@ -66,7 +68,9 @@ def test_s3_put_list_get_multipart(s3: S3Info) -> None:
 def test_container_answers_http(docker_engine: DockerInfo, tmp_path: Path) -> None:
     client = docker_engine.client()
     container = client.containers.run(
-        BASE_IMAGE, detach=True, ports={f"{HTTP_PORT}/tcp": ("127.0.0.1", None)},
+        BASE_IMAGE,
+        detach=True,
+        ports={f"{HTTP_PORT}/tcp": ("127.0.0.1", None)},
         labels={"slipway-test": "smoke"},
     )
     try:
@@ -89,8 +93,14 @@ def test_ssh_remote_command_with_host_key_checked(ssh_server: SshInfo) -> None:
     client = paramiko.SSHClient()
     client.load_host_keys(str(ssh_server.known_hosts))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(ssh_server.host, port=ssh_server.port, username=ssh_server.user,
-                   key_filename=str(ssh_server.client_key), look_for_keys=False, allow_agent=False)
+    client.connect(
+        ssh_server.host,
+        port=ssh_server.port,
+        username=ssh_server.user,
+        key_filename=str(ssh_server.client_key),
+        look_for_keys=False,
+        allow_agent=False,
+    )
     try:
         _, stdout, _ = client.exec_command("echo slipway-$((6*7)); id -un")
         lines = stdout.read().decode().split()
@@ -106,26 +116,38 @@ def test_ssh_rejects_unknown_host_key(ssh_server: SshInfo, tmp_path: Path) -> No
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     with pytest.raises(paramiko.SSHException):
-        client.connect(ssh_server.host, port=ssh_server.port, username=ssh_server.user,
-                       key_filename=str(ssh_server.client_key), look_for_keys=False,
-                       allow_agent=False)
+        client.connect(
+            ssh_server.host,
+            port=ssh_server.port,
+            username=ssh_server.user,
+            key_filename=str(ssh_server.client_key),
+            look_for_keys=False,
+            allow_agent=False,
+        )
     client.close()
 
 
 @pytest.mark.prefect
 def test_deployment_runs_on_worker(prefect_server: PrefectInfo, tmp_path: Path) -> None:
     from prefect import flow
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
     repo = Path(__file__).resolve().parent.parent
     marker, text = tmp_path / "marker.txt", f"ran-{secrets.token_hex(4)}"
     source = flow.from_source(source=str(repo), entrypoint="tests/smoke_flows.py:smoke")
     deployment_id = source.deploy(  # type: ignore[union-attr]
-        name="smoke", work_pool_name=prefect_server.work_pool, build=False, push=False,
+        name="smoke",
+        work_pool_name=prefect_server.work_pool,
+        build=False,
+        push=False,
         print_next_steps=False,
     )
     assert deployment_id
-    run = run_deployment("slipway-smoke/smoke", parameters={"path": str(marker), "text": text},
-                         timeout=180)
-    assert run.state is not None and run.state.is_completed(), run.state  # type: ignore[union-attr]
+    run = run_deployment(
+        "slipway-smoke/smoke", parameters={"path": str(marker), "text": text}, timeout=180
+    )
+    assert isinstance(run, FlowRun)
+    assert run.state is not None
+    assert run.state.is_completed(), run.state
     assert marker.read_text() == text

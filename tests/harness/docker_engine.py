@@ -47,7 +47,9 @@ class DockerEngine:
 
     def start(self) -> DockerInfo:
         if not BUSYBOX.exists():
-            raise ServiceUnavailable("test images need Debian's static busybox: apt-get install busybox-static")
+            raise ServiceUnavailable(
+                "test images need Debian's static busybox: apt-get install busybox-static"
+            )
         existing = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         if _ping(existing):
             info = DockerInfo(existing, started_here=False)
@@ -59,19 +61,31 @@ class DockerEngine:
     def _start_dockerd(self) -> DockerInfo:
         dockerd = shutil.which("dockerd")
         if not dockerd:
-            raise ServiceUnavailable("no Docker engine running and no dockerd: apt-get install docker.io")
+            raise ServiceUnavailable(
+                "no Docker engine running and no dockerd: apt-get install docker.io"
+            )
         if not is_root():
             raise ServiceUnavailable(
-                "no Docker engine running and starting dockerd needs root: start Docker or set DOCKER_HOST")
+                "no Docker engine running and starting dockerd needs root: "
+                "start Docker or set DOCKER_HOST"
+            )
         root = self.session_dir / "docker"
         for sub in ("data", "exec"):
             (root / sub).mkdir(parents=True)
         host = f"unix://{root / 'docker.sock'}"
         self.proc = ManagedProcess(
             "dockerd",
-            [dockerd, f"--data-root={root / 'data'}", f"--exec-root={root / 'exec'}", f"--host={host}",
-             f"--pidfile={root / 'dockerd.pid'}", "--iptables=true", "--ip-forward=true"],
-            session_dir=self.session_dir, term_timeout=20,
+            [
+                dockerd,
+                f"--data-root={root / 'data'}",
+                f"--exec-root={root / 'exec'}",
+                f"--host={host}",
+                f"--pidfile={root / 'dockerd.pid'}",
+                "--iptables=true",
+                "--ip-forward=true",
+            ],
+            session_dir=self.session_dir,
+            term_timeout=20,
         )
         wait_until(lambda: _ping(host), timeout=60, what="dockerd", proc=self.proc, interval=0.5)
         return DockerInfo(host, started_here=True)
@@ -90,8 +104,9 @@ class DockerEngine:
 
 def busybox_rootfs_tar(extra_files: dict[str, bytes] | None = None) -> bytes:
     """A tar of a minimal root filesystem: static busybox with a link per applet."""
-    applets = subprocess.run([str(BUSYBOX), "--list-full"], capture_output=True, text=True,
-                             check=True).stdout.split()
+    applets = subprocess.run(
+        [str(BUSYBOX), "--list-full"], capture_output=True, text=True, check=True
+    ).stdout.split()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for d in ("bin", "sbin", "usr/bin", "usr/sbin", "tmp", "www", "etc"):
@@ -105,8 +120,11 @@ def busybox_rootfs_tar(extra_files: dict[str, bytes] | None = None) -> bytes:
             ti = tarfile.TarInfo(applet)
             ti.type, ti.linkname = tarfile.SYMTYPE, "/bin/busybox"
             tar.addfile(ti)
-        files = {"etc/passwd": b"root:x:0:0:root:/:/bin/sh\n", "www/health": b"ok\n",
-                 **(extra_files or {})}
+        files = {
+            "etc/passwd": b"root:x:0:0:root:/:/bin/sh\n",
+            "www/health": b"ok\n",
+            **(extra_files or {}),
+        }
         for name, content in files.items():
             ti = tarfile.TarInfo(name)
             ti.size, ti.mode = len(content), 0o755
@@ -114,8 +132,9 @@ def busybox_rootfs_tar(extra_files: dict[str, bytes] | None = None) -> bytes:
     return buf.getvalue()
 
 
-def build_image(client: docker.DockerClient, tag: str, dockerfile: str,
-                context_files: dict[str, bytes]) -> None:
+def build_image(
+    client: docker.DockerClient, tag: str, dockerfile: str, context_files: dict[str, bytes]
+) -> None:
     """`docker build` from an in-memory context (Dockerfile plus files)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -130,8 +149,9 @@ def build_image(client: docker.DockerClient, tag: str, dockerfile: str,
 def build_base_image(client: docker.DockerClient, workdir: Path) -> None:
     del workdir  # the context is built in memory
     build_image(
-        client, BASE_IMAGE,
-        f'FROM scratch\nADD rootfs.tar /\nEXPOSE {HTTP_PORT}\n'
+        client,
+        BASE_IMAGE,
+        f"FROM scratch\nADD rootfs.tar /\nEXPOSE {HTTP_PORT}\n"
         f'CMD ["httpd", "-f", "-p", "{HTTP_PORT}", "-h", "/www"]\n',
         {"rootfs.tar": busybox_rootfs_tar()},
     )

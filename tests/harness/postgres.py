@@ -12,14 +12,22 @@ from pathlib import Path
 from tests.harness.procs import ManagedProcess, ServiceUnavailable, free_port, is_root, wait_until
 
 SUPERUSER = "postgres"
-INSTALL_HINT = "install PostgreSQL 15 server binaries (apt-get install postgresql-15) or set SLIPWAY_PG_BIN"
+INSTALL_HINT = (
+    "install PostgreSQL 15 server binaries (apt-get install postgresql-15) or set SLIPWAY_PG_BIN"
+)
 
 
 def find_pg_bin() -> Path:
-    """The directory holding initdb/postgres/pg_dump: $SLIPWAY_PG_BIN, else the newest Debian one."""
+    """Where initdb/postgres/pg_dump live: $SLIPWAY_PG_BIN, else the newest Debian one."""
     explicit = os.environ.get("SLIPWAY_PG_BIN")
-    candidates = [explicit] if explicit else sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name), reverse=True
+    candidates = (
+        [explicit]
+        if explicit
+        else sorted(
+            glob.glob("/usr/lib/postgresql/*/bin"),
+            key=lambda p: int(Path(p).parent.name),
+            reverse=True,
+        )
     )
     for cand in candidates:
         if cand and (Path(cand) / "postgres").exists() and (Path(cand) / "initdb").exists():
@@ -50,7 +58,9 @@ class PostgresServer:
         if not is_root():
             return argv
         if not shutil.which("runuser"):
-            raise ServiceUnavailable("running as root needs `runuser` (util-linux) to drop to postgres")
+            raise ServiceUnavailable(
+                "running as root needs `runuser` (util-linux) to drop to postgres"
+            )
         return ["runuser", "-u", SUPERUSER, "--", *argv]
 
     def start(self) -> PostgresInfo:
@@ -66,25 +76,57 @@ class PostgresServer:
             except LookupError as exc:
                 raise ServiceUnavailable(f"no `postgres` system user: {INSTALL_HINT}") from exc
         init = subprocess.run(
-            self._as_owner([str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", SUPERUSER,
-                            "-E", "UTF8", "--no-sync"]),
-            capture_output=True, text=True, check=False,
+            self._as_owner(
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-A",
+                    "trust",
+                    "-U",
+                    SUPERUSER,
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ]
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if init.returncode != 0:
             raise RuntimeError(f"initdb failed: {init.stderr.strip() or init.stdout.strip()}")
         port = free_port()
         self.proc = ManagedProcess(
             "postgres",
-            self._as_owner([str(bin_dir / "postgres"), "-D", str(data), "-p", str(port),
-                            "-k", str(sock), "-c", "listen_addresses=127.0.0.1",
-                            "-c", "fsync=off", "-c", "max_connections=100"]),
-            session_dir=self.session_dir, term_timeout=15,
+            self._as_owner(
+                [
+                    str(bin_dir / "postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(port),
+                    "-k",
+                    str(sock),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "max_connections=100",
+                ]
+            ),
+            session_dir=self.session_dir,
+            term_timeout=15,
         )
         info = PostgresInfo("127.0.0.1", port, SUPERUSER, bin_dir)
 
         def ready() -> bool:
-            res = subprocess.run([str(bin_dir / "pg_isready"), "-h", info.host, "-p", str(port)],
-                                 capture_output=True, check=False)
+            res = subprocess.run(
+                [str(bin_dir / "pg_isready"), "-h", info.host, "-p", str(port)],
+                capture_output=True,
+                check=False,
+            )
             return res.returncode == 0
 
         wait_until(ready, timeout=30, what="PostgreSQL", proc=self.proc)

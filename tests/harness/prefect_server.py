@@ -24,11 +24,13 @@ class PrefectInfo:
 
 def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update({
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "INFO",
-    })
+    env.update(
+        {
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_LOGGING_LEVEL": "INFO",
+        }
+    )
     if api_url:
         env["PREFECT_API_URL"] = api_url
     return env
@@ -47,20 +49,37 @@ class PrefectServer:
         api_url = f"http://127.0.0.1:{port}/api"
         self.home.mkdir(parents=True, exist_ok=True)
         server_env = prefect_env(self.home) | {
-            "PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(port),
+            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_PORT": str(port),
             "PREFECT_UI_API_URL": api_url,
         }
-        self.server = ManagedProcess("prefect-server", [*prefect, "server", "start"],
-                                     session_dir=self.session_dir, env=server_env, term_timeout=10)
-        wait_until(lambda: httpx.get(f"{api_url}/health", timeout=2).status_code == 200,
-                   timeout=90, what="Prefect server", proc=self.server, interval=0.5)
+        self.server = ManagedProcess(
+            "prefect-server",
+            [*prefect, "server", "start"],
+            session_dir=self.session_dir,
+            env=server_env,
+            term_timeout=10,
+        )
+        wait_until(
+            lambda: httpx.get(f"{api_url}/health", timeout=2).status_code == 200,
+            timeout=90,
+            what="Prefect server",
+            proc=self.server,
+            interval=0.5,
+        )
         env = prefect_env(self.home, api_url)
-        subprocess.run([*prefect, "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"],
-                       env=env, check=True, capture_output=True)
+        subprocess.run(
+            [*prefect, "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         self.worker = ManagedProcess(
             "prefect-worker",
             [*prefect, "worker", "start", "--pool", WORK_POOL, "--type", "process", "--limit", "4"],
-            session_dir=self.session_dir, env=env, term_timeout=10,
+            session_dir=self.session_dir,
+            env=env,
+            term_timeout=10,
         )
 
         def worker_online() -> bool:

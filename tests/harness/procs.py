@@ -47,8 +47,14 @@ def free_port(*, also_free_offsets: Sequence[int] = (), low: int = 20000, high: 
     raise RuntimeError("no free TCP port found on 127.0.0.1")
 
 
-def wait_until(check: Callable[[], bool], *, timeout: float, what: str,
-               proc: ManagedProcess | None = None, interval: float = 0.2) -> None:
+def wait_until(
+    check: Callable[[], bool],
+    *,
+    timeout: float,
+    what: str,
+    proc: ManagedProcess | None = None,
+    interval: float = 0.2,
+) -> None:
     """Poll `check` until it is true; fail early if `proc` died, with its log tail."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -72,27 +78,45 @@ def _pgid_alive(pgid: int) -> bool:
     return True
 
 
-def kill_group(pgid: int, *, term_timeout: float) -> None:
-    """SIGTERM a process group, then SIGKILL what is left after `term_timeout` seconds."""
+def kill_group(
+    pgid: int, *, term_timeout: float, reap: Callable[[], object] = lambda: None
+) -> None:
+    """SIGTERM a process group, then SIGKILL what is left after `term_timeout` seconds.
+
+    `reap` collects our own exited child, which would otherwise linger as a zombie and keep
+    the group looking alive.
+    """
+
+    def alive() -> bool:
+        reap()
+        return _pgid_alive(pgid)
+
     with contextlib.suppress(ProcessLookupError):
         if term_timeout > 0:
             os.killpg(pgid, signal.SIGTERM)
             deadline = time.monotonic() + term_timeout
-            while time.monotonic() < deadline and _pgid_alive(pgid):
-                time.sleep(0.1)
-        if _pgid_alive(pgid):
+            while time.monotonic() < deadline and alive():
+                time.sleep(0.05)
+        if alive():
             os.killpg(pgid, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _pgid_alive(pgid):
+    while time.monotonic() < deadline and alive():
         time.sleep(0.05)
 
 
 class ManagedProcess:
     """A service process in its own process group, logged to a file, recorded by pid."""
 
-    def __init__(self, name: str, argv: Sequence[str], *, session_dir: Path,
-                 env: Mapping[str, str] | None = None, cwd: Path | None = None,
-                 term_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        session_dir: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        term_timeout: float = 10.0,
+    ) -> None:
         self.name = name
         self.term_timeout = term_timeout
         self.log_path = session_dir / "logs" / f"{name}.log"
@@ -100,9 +124,14 @@ class ManagedProcess:
         self._pid_file = session_dir / PIDS_DIR / f"{name}.pid"
         self._pid_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.popen = subprocess.Popen(  # noqa: S603 - argv built by the harness
-                list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+            self.popen = subprocess.Popen(
+                list(argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                start_new_session=True,
             )
         self._pid_file.write_text(str(self.popen.pid))
 
@@ -117,7 +146,7 @@ class ManagedProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self) -> None:
-        kill_group(self.popen.pid, term_timeout=self.term_timeout)
+        kill_group(self.popen.pid, term_timeout=self.term_timeout, reap=self.popen.poll)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=5)
         self._pid_file.unlink(missing_ok=True)

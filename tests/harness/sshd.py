@@ -34,21 +34,39 @@ class SshServer:
         root.mkdir()
         host_key, client_key = root / "host_ed25519", root / "client_ed25519"
         for key in (host_key, client_key):
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True
+            )
         (root / "authorized_keys").write_text((root / "client_ed25519.pub").read_text())
         if is_root():
             Path("/run/sshd").mkdir(exist_ok=True)  # privilege-separation directory
         port = free_port()
         config = root / "sshd_config"
-        config.write_text("\n".join([
-            f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}",
-            f"AuthorizedKeysFile {root / 'authorized_keys'}", f"PidFile {root / 'sshd.pid'}",
-            "StrictModes no", "UsePAM no", "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password",
-            "PubkeyAuthentication yes", "LogLevel VERBOSE", "",
-        ]))
-        self.proc = ManagedProcess("sshd", [str(SSHD), "-D", "-e", "-f", str(config)],
-                                   session_dir=self.session_dir, term_timeout=5)
+        config.write_text(
+            "\n".join(
+                [
+                    f"Port {port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {host_key}",
+                    f"AuthorizedKeysFile {root / 'authorized_keys'}",
+                    f"PidFile {root / 'sshd.pid'}",
+                    "StrictModes no",
+                    "UsePAM no",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PermitRootLogin prohibit-password",
+                    "PubkeyAuthentication yes",
+                    "LogLevel VERBOSE",
+                    "",
+                ]
+            )
+        )
+        self.proc = ManagedProcess(
+            "sshd",
+            [str(SSHD), "-D", "-e", "-f", str(config)],
+            session_dir=self.session_dir,
+            term_timeout=5,
+        )
         host_pub = (root / "host_ed25519.pub").read_text().split()
         known = root / "known_hosts"
         known.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
@@ -60,10 +78,10 @@ class SshServer:
                 return sock.recv(4).startswith(b"SSH-")
 
         wait_until(listening, timeout=20, what="sshd", proc=self.proc)
-        return SshInfo("127.0.0.1", port, getpass.getuser() if not is_root() else "root",
-                       client_key, known)
+        return SshInfo(
+            "127.0.0.1", port, getpass.getuser() if not is_root() else "root", client_key, known
+        )
 
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.stop()
-

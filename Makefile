@@ -1,0 +1,47 @@
+# Slipway: every target installs what it needs first, so a fresh machine only needs `make`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+# Debian packages the test harness runs for real (PostgreSQL, Docker, Compose, sshd, images).
+APT_PACKAGES := postgresql-15 docker.io docker-compose openssh-server busybox-static zstd
+UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+PYTEST_ARGS ?=
+
+.PHONY: help system-deps sync lint typecheck check test
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(CURDIR)/.tools/bin/uv:
+	$(PYTHON) -m venv $(CURDIR)/.tools
+	$(CURDIR)/.tools/bin/pip install -q "uv==$(UV_VERSION)"
+
+system-deps: ## install the Debian packages the harness needs (as root; otherwise say what is missing)
+	@command -v dpkg-query >/dev/null || { echo "not a Debian machine: install $(APT_PACKAGES) yourself"; exit 0; }; \
+	missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null; \
+	else \
+	  echo "missing Debian packages:$$missing; their tests will be skipped (sudo apt-get install$$missing)"; \
+	fi
+
+sync: $(UV) ## create .venv from uv.lock (exactly, never re-resolving)
+	$(UV) sync --frozen --quiet
+
+lint: sync ## ruff
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+
+typecheck: sync ## mypy (strict)
+	$(UV) run --frozen mypy
+
+check: lint typecheck ## lint and type-check
+
+test: system-deps check ## everything: install, lint, type-check, start the services, run the tests
+	$(UV) run --frozen pytest $(PYTEST_ARGS)
