@@ -1,8 +1,17 @@
-"""The `slipway` command line."""
+"""The `slipway` command line: runs Slipway's flows, one verb each, with loud one-line errors.
+
+With PREFECT_API_URL set the runs appear in that server's UI; without it they run on
+Prefect's temporary local API.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+from collections.abc import Callable
 from importlib.metadata import version
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
 
@@ -10,13 +19,239 @@ app = typer.Typer(
     help="Slipway: release and backup automation as Prefect workflows.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
+backups_app = typer.Typer(help="The backups in the store.", no_args_is_help=True)
+app.add_typer(backups_app, name="backups")
+
+T = TypeVar("T")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+DbBlockOpt = Annotated[
+    str | None, typer.Option(help="PostgresDatabase block name (default: DATABASE_URL).")
+]
+StoreBlockOpt = Annotated[
+    str | None, typer.Option(help="ObjectStorage block name (default: SLIPWAY_BACKUP_URL).")
+]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")]
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _prefect_api_down() -> str | None:
+    """The configured Prefect API URL when it does not answer, else None."""
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        return None
+    import httpx
+
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=3).raise_for_status()
+    except httpx.HTTPError:
+        return url
+    return None
+
+
+def _run(call: Callable[[], T], verbose: bool) -> T:
+    """Run a flow; expected failures become one line on stderr and exit status 1."""
+    from blocks.errors import SlipwayError
+
+    if not verbose:
+        # The flow's own logs still reach the Prefect API; the terminal gets the outcome.
+        for handler in logging.getLogger("prefect").handlers:
+            handler.setLevel(logging.CRITICAL)
+    try:
+        return call()
+    except SlipwayError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted")
+    raise AssertionError("unreachable")
+
+
+def _print(data: Any, as_json: bool, text: str) -> None:
+    typer.echo(json.dumps(data, default=str) if as_json else text)
 
 
 @app.command("version")
 def show_version() -> None:
     """Print Slipway's version."""
     typer.echo(version("slipway"))
+
+
+@app.command()
+def backup(
+    compression: Annotated[str, typer.Option(help="zstd, or gzip for compatibility.")] = "zstd",
+    level: Annotated[int, typer.Option(help="Compression level.")] = 3,
+    threads: Annotated[int, typer.Option(help="zstd threads (-1: one per core).")] = -1,
+    globals_: Annotated[
+        bool, typer.Option("--globals", help="Also pg_dumpall --globals-only.")
+    ] = False,
+    app_version: Annotated[str | None, typer.Option(help="Recorded in the manifest.")] = None,
+    database_block: DbBlockOpt = None,
+    store_block: StoreBlockOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Back up the database to the backup store; prints the new backup's id."""
+    from flows.backup import backup_database
+    from tasks.backup_catalog import Compression
+
+    if compression not in ("zstd", "gzip"):
+        _fail(f"unknown compression {compression!r}: use zstd or gzip")
+    chosen = cast(Compression, compression)
+    m = _run(
+        lambda: backup_database(
+            database_block,
+            store_block,
+            chosen,
+            level,
+            threads,
+            globals_,
+            app_version,
+        ),
+        verbose,
+    )
+    _print(
+        m,
+        as_json,
+        f"{m['id']}  {m['raw_bytes'] / 1048576:.1f} MiB -> {m['dump']['size'] / 1048576:.1f} MiB "
+        f"in {m['duration_seconds']:.1f} s",
+    )
+
+
+@backups_app.command("list")
+def backups_list(
+    database_block: DbBlockOpt = None, store_block: StoreBlockOpt = None, as_json: JsonOpt = False
+) -> None:
+    """List complete backups, newest first."""
+    from blocks.errors import SlipwayError
+    from blocks.object_storage import ObjectStorage
+    from blocks.postgres import PostgresDatabase
+    from tasks.backup_catalog import list_backups
+    from tasks.object_storage import check_bucket
+
+    try:
+        db = PostgresDatabase.resolve(database_block)
+        store = ObjectStorage.resolve(store_block)
+        client = store.client()
+        check_bucket(client, store)
+        entries = list_backups(client, store, db.database)
+    except SlipwayError as exc:
+        _fail(str(exc))
+    rows = [
+        {
+            "id": e.manifest.id,
+            "database": e.manifest.database,
+            "raw_bytes": e.manifest.raw_bytes,
+            "stored_bytes": e.manifest.dump.size,
+            "verified": e.verified,
+            "app_version": e.manifest.app_version,
+        }
+        for e in entries
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for r in rows:
+        typer.echo(
+            f"{r['id']}  {int(r['stored_bytes'] or 0) / 1048576:9.1f} MiB  "
+            f"{'verified' if r['verified'] else '-':8}  {r['app_version'] or ''}"
+        )
+
+
+@app.command()
+def verify(
+    backup_id: Annotated[str, typer.Argument(metavar="ID|latest")] = "latest",
+    drill: Annotated[bool, typer.Option(help="Also restore into a scratch database.")] = False,
+    database_block: DbBlockOpt = None,
+    store_block: StoreBlockOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Check a backup's size, checksum and contents; --drill restores it and compares rows."""
+    from flows.verify import verify_backup
+
+    r = _run(lambda: verify_backup(backup_id, drill, database_block, store_block), verbose)
+    _print(r, as_json, f"{r['backup_id']} ok: {r['detail']}")
+
+
+@app.command()
+def restore(
+    backup_id: Annotated[str, typer.Argument(metavar="ID|latest")],
+    target_database_url: Annotated[
+        str,
+        typer.Option(help="postgresql://user@host:port/db (password in PGPASSWORD or ~/.pgpass)."),
+    ],
+    yes: Annotated[bool, typer.Option("--yes", help="Replace a non-empty target.")] = False,
+    jobs: Annotated[int, typer.Option(help="pg_restore parallel jobs.")] = 2,
+    source_database: Annotated[
+        str | None, typer.Option(help="Whose backups (default: the target's name).")
+    ] = None,
+    store_block: StoreBlockOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Restore a backup into the target database (beside it first, then swap names)."""
+    down = _prefect_api_down()
+    if down:
+        # A restore is what you need when things are down: run on a temporary local API.
+        typer.echo(f"warning: Prefect API {down} does not answer; running locally", err=True)
+        os.environ.pop("PREFECT_API_URL")
+    from blocks.errors import SlipwayError
+    from blocks.postgres import PostgresDatabase
+
+    try:
+        target = PostgresDatabase.from_url(target_database_url)
+    except SlipwayError as exc:
+        _fail(str(exc))
+    if target.password is not None and "PGPASSWORD" not in os.environ:
+        # Flow parameters are stored by Prefect: the password travels by environment only.
+        os.environ["PGPASSWORD"] = target.password.get_secret_value()
+    from flows.restore import restore_database
+
+    r = _run(
+        lambda: restore_database(
+            target.display(), backup_id, source_database, yes, jobs, None, store_block
+        ),
+        verbose,
+    )
+    _print(r, as_json, r["state"])
+
+
+@app.command()
+def prune(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
+    keep_last: int = 7,
+    keep_daily: int = 7,
+    keep_weekly: int = 4,
+    keep_monthly: int = 6,
+    min_keep: int = 3,
+    database_block: DbBlockOpt = None,
+    store_block: StoreBlockOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Apply retention: keep-last plus daily, weekly and monthly backups."""
+    from flows.prune import prune_backups
+
+    r = _run(
+        lambda: prune_backups(
+            dry_run,
+            keep_last,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            min_keep,
+            database_block,
+            store_block,
+        ),
+        verbose,
+    )
+    _print(r, as_json, r["plan"])
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -40,9 +41,13 @@ class PostgresInfo:
     host: str
     port: int
     user: str
+    password: str
     bin_dir: Path
 
     def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{database}"
+
+    def url_without_password(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
 
 
@@ -75,14 +80,21 @@ class PostgresServer:
                     shutil.chown(d, SUPERUSER)
             except LookupError as exc:
                 raise ServiceUnavailable(f"no `postgres` system user: {INSTALL_HINT}") from exc
+        # TCP clients authenticate with a password (scram), as in production.
+        password = secrets.token_urlsafe(18)
+        pwfile = self.root / "pwfile"
+        pwfile.write_text(password + "\n")
+        if is_root():
+            shutil.chown(pwfile, SUPERUSER)
         init = subprocess.run(
             self._as_owner(
                 [
                     str(bin_dir / "initdb"),
                     "-D",
                     str(data),
-                    "-A",
-                    "trust",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    f"--pwfile={pwfile}",
                     "-U",
                     SUPERUSER,
                     "-E",
@@ -119,7 +131,8 @@ class PostgresServer:
             session_dir=self.session_dir,
             term_timeout=15,
         )
-        info = PostgresInfo("127.0.0.1", port, SUPERUSER, bin_dir)
+        pwfile.unlink()
+        info = PostgresInfo("127.0.0.1", port, SUPERUSER, password, bin_dir)
 
         def ready() -> bool:
             res = subprocess.run(

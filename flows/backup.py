@@ -1,0 +1,163 @@
+"""Database backup flows: one backup, and the nightly backup -> verify -> prune."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+
+from blocks.errors import SlipwayError
+from blocks.object_storage import ObjectStorage
+from blocks.postgres import PostgresDatabase
+from tasks.backup_catalog import (
+    MANIFEST,
+    Compression,
+    Manifest,
+    backup_folder,
+    list_folders,
+    new_backup_id,
+    write_json,
+)
+from tasks.object_storage import Throttle, abort_stale_uploads, check_bucket, delete_prefix
+from tasks.pg_backup import dump_globals, dump_to_store, utcnow
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1048576:,.1f} MiB"
+
+
+@task(cache_policy=NO_CACHE, name="clean-incomplete-backups")
+def clean_incomplete(store: ObjectStorage, database: str, before_id: str) -> list[str]:
+    """Remove what killed backups left: multi-part uploads and folders without a manifest."""
+    client = store.client()
+    started = utcnow()
+    removed = abort_stale_uploads(client, store, store.key("postgres", database) + "/", started)
+    for backup_id, names in list_folders(client, store, database).items():
+        if MANIFEST not in names and backup_id < before_id:
+            delete_prefix(client, store, backup_folder(store, database, backup_id))
+            removed.append(backup_id)
+    if removed:
+        get_run_logger().info("removed leftovers of incomplete backups: %s", ", ".join(removed))
+    return removed
+
+
+@task(cache_policy=NO_CACHE, name="dump-to-store")
+def dump_task(
+    db: PostgresDatabase,
+    store: ObjectStorage,
+    backup_id: str,
+    compression: Compression,
+    level: int,
+    threads: int,
+    include_globals: bool,
+    app_version: str | None,
+    tags: dict[str, str],
+) -> Manifest:
+    logger = get_run_logger()
+    client = store.client()
+    started_at, t0 = utcnow(), time.monotonic()
+    progress_id = create_progress_artifact(
+        progress=0.0, key="backup-progress", description=f"pg_dump of {db.database}"
+    )
+    throttle = Throttle(5.0)
+
+    def on_progress(done: int, total: int) -> None:
+        if progress_id and total and throttle.due():
+            update_progress_artifact(progress_id, min(99.0, 100.0 * done / total))  # type: ignore[arg-type]
+
+    logger.info("dumping %s to %s", db.display(), store.url("postgres", db.database, backup_id))
+    result = dump_to_store(
+        db,
+        store,
+        client,
+        backup_id,
+        compression=compression,
+        level=level,
+        threads=threads,
+        on_progress=on_progress,
+    )
+    globals_obj = dump_globals(db, store, client, backup_id, level) if include_globals else None
+    if progress_id:
+        update_progress_artifact(progress_id, 100.0)  # type: ignore[arg-type]
+    manifest = Manifest(
+        id=backup_id,
+        database=db.database,
+        server=f"{db.host}:{db.port}",
+        server_version=result.server_version,
+        pg_dump_version=result.pg_dump_version,
+        started_at=started_at,
+        finished_at=utcnow(),
+        duration_seconds=round(time.monotonic() - t0, 3),
+        dump_seconds=round(result.seconds, 3),
+        raw_bytes=result.raw_bytes,
+        compression=compression,
+        compression_level=level,
+        dump=result.dump,
+        globals=globals_obj,
+        tables=result.tables,
+        app_version=app_version,
+        tags=tags,
+    )
+    # The manifest is written last: from here on, this is a backup.
+    write_json(
+        client, store, f"{backup_folder(store, db.database, backup_id)}/{MANIFEST}", manifest
+    )
+    return manifest
+
+
+def backup_report(m: Manifest) -> str:
+    ratio = m.raw_bytes / m.dump.size if m.dump.size else 0.0
+    speed = m.raw_bytes / m.dump_seconds / 1048576 if m.dump_seconds else 0.0
+    return "\n".join(
+        [
+            f"# Backup `{m.id}` of `{m.database}`",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| id | `{m.id}` |",
+            f"| server | PostgreSQL {m.server_version} (pg_dump {m.pg_dump_version}) |",
+            f"| size | {_mib(m.raw_bytes)} raw, {_mib(m.dump.size)} stored ({m.compression} -{m.compression_level}) |",
+            f"| compression ratio | {ratio:.2f} |",
+            f"| duration | {m.duration_seconds:.1f} s (dump and upload {m.dump_seconds:.1f} s) |",
+            f"| throughput | {speed:.1f} MiB/s |",
+            f"| tables | {len(m.tables)}, {sum(t.rows for t in m.tables):,} rows |",
+            f"| sha256 | `{m.dump.sha256}` |",
+        ]
+    )
+
+
+@flow(name="backup-database", log_prints=False)
+def backup_database(
+    database_block: str | None = None,
+    store_block: str | None = None,
+    compression: Compression = "zstd",
+    level: int = 3,
+    threads: int = -1,
+    include_globals: bool = False,
+    app_version: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Back up one PostgreSQL database to the backup store.
+
+    database_block / store_block: saved block names; empty means DATABASE_URL and
+    SLIPWAY_BACKUP_URL with the AWS variables. compression: zstd (default) or gzip.
+    """
+    db = PostgresDatabase.resolve(database_block)
+    store = ObjectStorage.resolve(store_block)
+    if compression not in ("zstd", "gzip"):
+        raise SlipwayError(f"unknown compression {compression!r}: use zstd or gzip")
+    check_bucket(store.client(), store)
+    backup_id = new_backup_id()
+    clean_incomplete(store, db.database, backup_id)
+    manifest = dump_task(
+        db, store, backup_id, compression, level, threads, include_globals, app_version, tags or {}
+    )
+    create_markdown_artifact(backup_report(manifest), key="backup-report")
+    return manifest.model_dump(mode="json")

@@ -1,0 +1,63 @@
+"""Retention: keep-last plus daily, weekly and monthly backups (GFS); delete the rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+
+from blocks.object_storage import ObjectStorage
+from blocks.postgres import PostgresDatabase
+from tasks.backup_catalog import backup_folder, list_backups
+from tasks.object_storage import delete_prefix
+from tasks.retention import BackupRef, RetentionPolicy, plan_retention
+
+
+@flow(name="prune-backups")
+def prune_backups(
+    dry_run: bool = False,
+    keep_last: int = 7,
+    keep_daily: int = 7,
+    keep_weekly: int = 4,
+    keep_monthly: int = 6,
+    min_keep: int = 3,
+    database_block: str | None = None,
+    store_block: str | None = None,
+) -> dict[str, Any]:
+    """Apply the retention policy to the database's backups (dry_run: only print the plan).
+
+    The newest verified backup is always kept, and never fewer than min_keep.
+    """
+    policy = RetentionPolicy(keep_last, keep_daily, keep_weekly, keep_monthly, min_keep)
+    db = PostgresDatabase.resolve(database_block)
+    store = ObjectStorage.resolve(store_block)
+    client = store.client()
+    entries = {e.manifest.id: e for e in list_backups(client, store, db.database)}
+    plan = plan_retention(
+        [BackupRef(i, e.manifest.created_at, e.verified) for i, e in entries.items()], policy
+    )
+    logger = get_run_logger()
+    logger.info("retention plan%s:\n%s", " (dry run)" if dry_run else "", plan.render())
+    if not dry_run:
+        for ref in plan.delete:
+            delete_prefix(client, store, backup_folder(store, db.database, ref.id))
+    create_table_artifact(
+        [
+            {
+                "id": ref.id,
+                "size_mib": round(entries[ref.id].manifest.dump.size / 1048576, 1),
+                "verified": entries[ref.id].verified,
+                "why kept": ", ".join(reasons),
+            }
+            for ref, reasons in plan.keep
+        ],
+        key="backups-kept",
+        description="Backups kept by retention",
+    )
+    return {
+        "dry_run": dry_run,
+        "keep": [{"id": ref.id, "reasons": list(reasons)} for ref, reasons in plan.keep],
+        "delete": [ref.id for ref in plan.delete],
+        "plan": plan.render(),
+    }

@@ -1,0 +1,109 @@
+"""Restore a backup into a database: beside the target first, then swap names."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from blocks.errors import SlipwayError
+from blocks.object_storage import ObjectStorage
+from blocks.postgres import PostgresDatabase
+from tasks import postgres as pg
+from tasks.backup_catalog import BackupEntry, find_backup
+from tasks.pg_backup import download_archive, restore_archive, scratch_dir
+
+MAX_NAME = 63  # PostgreSQL identifier limit
+
+
+def _side_name(target: str, tag: str) -> str:
+    suffix = f"_slipway_{tag}_{secrets.token_hex(3)}"
+    return target[: MAX_NAME - len(suffix)] + suffix
+
+
+@task(cache_policy=NO_CACHE, name="restore-beside-and-swap")
+def restore_and_swap(
+    target: PostgresDatabase, store: ObjectStorage, entry: BackupEntry, yes: bool, jobs: int
+) -> dict[str, Any]:
+    logger = get_run_logger()
+    admin = pg.connect(pg.admin_database(target), autocommit=True)
+    try:
+        exists = pg.database_exists(admin, target.database)
+        non_empty = exists and pg.database_has_tables(target)
+        if non_empty and not yes:
+            raise SlipwayError(
+                f"target database {target.database!r} is not empty: pass --yes to replace it "
+                "(the current one is kept under another name)"
+            )
+        with scratch_dir(entry.manifest.raw_bytes) as tmp:
+            # The checksum is checked here, before anything on the target server changes.
+            archive = download_archive(store.client(), store, entry, Path(tmp))
+            new = _side_name(target.database, "new")
+            pg.create_database(admin, new)
+            try:
+                restore_archive(target.with_database(new), archive, jobs)
+            except BaseException as exc:
+                pg.drop_database(admin, new)
+                raise SlipwayError(f"{exc}; target {target.database!r} is unchanged") from exc
+        previous = None
+        if exists:
+            previous = _side_name(target.database, "old")
+            pg.rename_database(admin, target.database, previous)
+            try:
+                pg.rename_database(admin, new, target.database)
+            except BaseException:
+                pg.rename_database(admin, previous, target.database)
+                pg.drop_database(admin, new)
+                raise
+            if not non_empty:
+                pg.drop_database(admin, previous)
+                previous = None
+        else:
+            pg.rename_database(admin, new, target.database)
+    finally:
+        admin.close()
+    state = f"database {target.database!r} now holds backup {entry.manifest.id}"
+    if previous:
+        state += f"; the previous database is kept as {previous!r} (DROP DATABASE it when done)"
+    logger.info(state)
+    return {
+        "target": target.database,
+        "backup": entry.manifest.id,
+        "previous": previous,
+        "state": state,
+    }
+
+
+@flow(name="restore-database")
+def restore_database(
+    target_database_url: str | None = None,
+    backup: str = "latest",
+    source_database: str | None = None,
+    yes: bool = False,
+    jobs: int = 2,
+    target_database_block: str | None = None,
+    store_block: str | None = None,
+) -> dict[str, Any]:
+    """Restore a backup (an id, or latest) into the target database.
+
+    target_database_url: postgresql://user@host:port/db, without a password (PGPASSWORD or
+    the block gives it). source_database: whose backups, by database name (default: the
+    target's). The target is replaced only once the restore beside it is complete.
+    """
+    if target_database_block:
+        target = PostgresDatabase.resolve(target_database_block)
+    elif target_database_url:
+        target = PostgresDatabase.from_url(target_database_url)
+    else:
+        raise SlipwayError("no restore target: pass --target-database-url or a target block")
+    store = ObjectStorage.resolve(store_block)
+    entry = find_backup(store.client(), store, source_database or target.database, backup)
+    result = restore_and_swap(target, store, entry, yes, jobs)
+    create_markdown_artifact(
+        f"# Restore of `{entry.manifest.id}`\n\n{result['state']}\n", key="restore-report"
+    )
+    return result

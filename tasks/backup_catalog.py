@@ -1,0 +1,170 @@
+"""The catalog of database backups in the store: ids, key layout, manifests, verifications.
+
+Layout under the store's prefix, one folder per backup:
+    postgres/<database>/<backup id>/dump.pgc.zst     pg_dump -Fc -Z0, compressed by Slipway
+    postgres/<database>/<backup id>/globals.sql.zst  optional pg_dumpall --globals-only
+    postgres/<database>/<backup id>/manifest.json    written last: its presence makes a backup
+    postgres/<database>/<backup id>/verification.json  the latest verification's outcome
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, Field
+
+from blocks.errors import SlipwayError
+from blocks.object_storage import ObjectStorage
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+MANIFEST = "manifest.json"
+VERIFICATION = "verification.json"
+ID_FORMAT = "%Y%m%dT%H%M%SZ"
+
+Compression = Literal["zstd", "gzip"]
+DUMP_SUFFIX: dict[str, str] = {"zstd": "dump.pgc.zst", "gzip": "dump.pgc.gz"}
+
+
+def new_backup_id(now: datetime | None = None) -> str:
+    """Sortable UTC id; the random tail keeps two backups in one second apart."""
+    now = now or datetime.now(UTC)
+    return f"{now.strftime(ID_FORMAT)}-{secrets.token_hex(2)}"
+
+
+def backup_time(backup_id: str) -> datetime:
+    return datetime.strptime(backup_id.split("-", 1)[0], ID_FORMAT).replace(tzinfo=UTC)
+
+
+class TableCount(BaseModel):
+    schema_name: str
+    table: str
+    rows: int
+
+
+class StoredObject(BaseModel):
+    key: str
+    size: int
+    sha256: str
+
+
+class Manifest(BaseModel):
+    """What a backup is. Written last: a dump without it is not a backup."""
+
+    format: int = 1
+    kind: Literal["postgres"] = "postgres"
+    id: str
+    status: Literal["complete"] = "complete"
+    database: str
+    server: str = Field(description="host:port of the server dumped")
+    server_version: str
+    pg_dump_version: str
+    started_at: datetime
+    finished_at: datetime
+    duration_seconds: float
+    dump_seconds: float = Field(description="dump-to-upload stage alone")
+    raw_bytes: int
+    compression: Compression
+    compression_level: int
+    dump: StoredObject
+    globals: StoredObject | None = None
+    tables: list[TableCount]
+    app_version: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def compressed_bytes(self) -> int:
+        return self.dump.size
+
+    @property
+    def created_at(self) -> datetime:
+        return backup_time(self.id)
+
+
+class Verification(BaseModel):
+    backup_id: str
+    verified_at: datetime
+    ok: bool
+    drill: bool
+    detail: str
+
+
+class BackupEntry(BaseModel):
+    manifest: Manifest
+    verification: Verification | None = None
+
+    @property
+    def verified(self) -> bool:
+        return self.verification is not None and self.verification.ok
+
+
+def backup_folder(store: ObjectStorage, database: str, backup_id: str) -> str:
+    return store.key("postgres", database, backup_id)
+
+
+def _read_json(client: S3Client, bucket: str, key: str) -> dict[str, object] | None:
+    try:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except client.exceptions.NoSuchKey:
+        return None
+    data: dict[str, object] = json.loads(body)
+    return data
+
+
+def write_json(client: S3Client, store: ObjectStorage, key: str, model: BaseModel) -> None:
+    client.put_object(
+        Bucket=store.bucket,
+        Key=key,
+        Body=model.model_dump_json(indent=2).encode(),
+        ContentType="application/json",
+    )
+
+
+def list_folders(client: S3Client, store: ObjectStorage, database: str) -> dict[str, set[str]]:
+    """Backup id -> names of the objects in its folder (complete or not)."""
+    root = store.key("postgres", database) + "/"
+    folders: dict[str, set[str]] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=root):
+        for obj in page.get("Contents", []):
+            backup_id, _, name = obj["Key"][len(root) :].partition("/")
+            folders.setdefault(backup_id, set()).add(name)
+    return folders
+
+
+def list_backups(client: S3Client, store: ObjectStorage, database: str) -> list[BackupEntry]:
+    """Complete backups (those with a manifest), newest first."""
+    entries = []
+    for backup_id, names in sorted(list_folders(client, store, database).items(), reverse=True):
+        if MANIFEST not in names:
+            continue
+        folder = backup_folder(store, database, backup_id)
+        raw = _read_json(client, store.bucket, f"{folder}/{MANIFEST}")
+        if raw is None:
+            continue
+        ver = _read_json(client, store.bucket, f"{folder}/{VERIFICATION}")
+        entries.append(
+            BackupEntry(
+                manifest=Manifest.model_validate(raw),
+                verification=Verification.model_validate(ver) if ver else None,
+            )
+        )
+    return entries
+
+
+def find_backup(client: S3Client, store: ObjectStorage, database: str, ref: str) -> BackupEntry:
+    """A backup by id, or `latest`."""
+    backups = list_backups(client, store, database)
+    if not backups:
+        raise SlipwayError(
+            f"no backups of {database!r} in {store.url('postgres', database)}: run `slipway backup`"
+        )
+    if ref == "latest":
+        return backups[0]
+    for entry in backups:
+        if entry.manifest.id == ref:
+            return entry
+    raise SlipwayError(f"no backup {ref!r} of {database!r}: see `slipway backups list`")

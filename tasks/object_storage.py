@@ -1,0 +1,194 @@
+"""Object storage (S3, MinIO) operations: streamed multi-part uploads, hashed reads, cleanup."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import IO, TYPE_CHECKING
+
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from blocks.errors import SlipwayError
+from blocks.object_storage import ObjectStorage
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
+
+PART_SIZE = 16 * 1024 * 1024
+# In-flight parts are buffered in memory: 4 x 16 MiB keeps the upload well under the budget.
+UPLOAD_CONFIG = TransferConfig(
+    multipart_threshold=PART_SIZE,
+    multipart_chunksize=PART_SIZE,
+    max_concurrency=4,
+    max_io_queue=4,
+    use_threads=True,
+)
+READ_CHUNK = 1024 * 1024
+
+
+def storage_error(exc: Exception, store: ObjectStorage) -> SlipwayError:
+    """A one-line message for an S3 failure, naming the problem and the fix."""
+    where = f"s3://{store.bucket}" + (f" at {store.endpoint_url}" if store.endpoint_url else "")
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return SlipwayError(
+            f"no S3 credentials for {where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "or the ObjectStorage block's keys"
+        )
+    if isinstance(exc, EndpointConnectionError):
+        return SlipwayError(
+            f"cannot reach the S3 endpoint for {where}: check AWS_ENDPOINT_URL_S3 and the network"
+        )
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in {"NoSuchBucket"} or (code in {"404", "NotFound"} and status == 404):
+            return SlipwayError(
+                f"bucket {store.bucket!r} does not exist at {where}: create it or fix "
+                "SLIPWAY_BACKUP_URL"
+            )
+        if code in {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"}:
+            return SlipwayError(
+                f"S3 refused the credentials for {where} ({code}): check the access key and secret"
+            )
+        if code in {"XMinioStorageFull", "InsufficientStorage", "EntityTooLarge", "QuotaExceeded"}:
+            return SlipwayError(
+                f"the backup store {where} is full ({code}): free space or raise it"
+            )
+        message = exc.response.get("Error", {}).get("Message", "")
+        if "space" in message.lower() or "no writable volumes" in message.lower():
+            return SlipwayError(f"the backup store {where} is full ({message}): free space")
+        return SlipwayError(f"S3 error on {where}: {code} {message}".strip())
+    if isinstance(exc, BotoCoreError):
+        return SlipwayError(f"S3 error on {where}: {exc}")
+    return SlipwayError(f"S3 error on {where}: {exc}")
+
+
+def check_bucket(client: S3Client, store: ObjectStorage) -> None:
+    """Fail early, in one line, when the bucket is missing or the credentials are wrong."""
+    try:
+        client.head_bucket(Bucket=store.bucket)
+    except (ClientError, BotoCoreError) as exc:
+        raise storage_error(exc, store) from exc
+
+
+class HashingReader(io.RawIOBase):
+    """Reads a stream in full-size chunks while hashing and counting what passes through.
+
+    S3 rejects multi-part parts under 5 MiB, so `read(n)` returns n bytes until the end.
+    `on_end` runs before the final empty read: raising there aborts the upload.
+    """
+
+    def __init__(
+        self,
+        source: IO[bytes],
+        *,
+        on_end: Callable[[], None] = lambda: None,
+        on_chunk: Callable[[int], None] = lambda n: None,
+    ) -> None:
+        self._source = source
+        self._on_end = on_end
+        self._on_chunk = on_chunk
+        self._ended = False
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = READ_CHUNK * 16 if size is None or size < 0 else size
+        parts, got = [], 0
+        while got < want:
+            chunk = self._source.read(want - got)
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        data = b"".join(parts)
+        if not data and not self._ended:
+            self._ended = True
+            self._on_end()
+        self.sha256.update(data)
+        self.size += len(data)
+        self._on_chunk(len(data))
+        return data
+
+
+def upload_stream(
+    client: S3Client, store: ObjectStorage, key: str, reader: HashingReader, content_type: str
+) -> None:
+    """Multi-part upload of a stream as it is produced; a failure aborts the upload."""
+    try:
+        client.upload_fileobj(
+            reader,  # type: ignore[arg-type]
+            store.bucket,
+            key,
+            ExtraArgs={"ContentType": content_type},
+            Config=UPLOAD_CONFIG,
+        )
+    except (ClientError, BotoCoreError) as exc:
+        raise storage_error(exc, store) from exc
+
+
+def iter_object(
+    client: S3Client, store: ObjectStorage, key: str, chunk: int = READ_CHUNK
+) -> Iterator[bytes]:
+    try:
+        body = client.get_object(Bucket=store.bucket, Key=key)["Body"]
+    except (ClientError, BotoCoreError) as exc:
+        raise storage_error(exc, store) from exc
+    yield from body.iter_chunks(chunk)
+
+
+def delete_prefix(client: S3Client, store: ObjectStorage, prefix: str) -> int:
+    """Delete every object under `prefix` (a backup's folder); returns how many."""
+    deleted = 0
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=store.bucket, Prefix=prefix.rstrip("/") + "/"):
+        keys: list[ObjectIdentifierTypeDef] = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=store.bucket, Delete={"Objects": keys, "Quiet": True})
+            deleted += len(keys)
+    return deleted
+
+
+def abort_stale_uploads(
+    client: S3Client, store: ObjectStorage, prefix: str, before: datetime
+) -> list[str]:
+    """Abort multi-part uploads under `prefix` started before `before` (killed backups)."""
+    aborted = []
+    paginator = client.get_paginator("list_multipart_uploads")
+    for page in paginator.paginate(Bucket=store.bucket, Prefix=prefix):
+        for upload in page.get("Uploads", []):
+            if upload["Initiated"] < before:
+                client.abort_multipart_upload(
+                    Bucket=store.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+                aborted.append(upload["Key"])
+    return aborted
+
+
+class Throttle:
+    """Calls `fn` at most every `seconds` (progress reports from a hot loop)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._last = 0.0
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last >= self.seconds:
+            self._last = now
+            return True
+        return False

@@ -1,0 +1,368 @@
+"""Database backups as streams: pg_dump -> compression -> sha256 -> S3, and back.
+
+The dump never touches local disk: pg_dump's custom format (uncompressed) is compressed
+in-process (zstd, multi-threaded; or gzip), hashed, and uploaded part by part as it is
+produced. Row counts are taken in the very snapshot pg_dump uses, so a drill can compare.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import tempfile
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import psycopg
+import zstandard
+
+from blocks.errors import SlipwayError
+from blocks.object_storage import ObjectStorage
+from blocks.postgres import PostgresDatabase
+from tasks import postgres as pg
+from tasks.backup_catalog import (
+    DUMP_SUFFIX,
+    BackupEntry,
+    Compression,
+    StoredObject,
+    TableCount,
+    backup_folder,
+)
+from tasks.object_storage import HashingReader, iter_object, storage_error, upload_stream
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+PIPE_CHUNK = 1024 * 1024
+
+
+class CountingReader:
+    """Counts the bytes read from a stream (pg_dump's raw output size)."""
+
+    def __init__(self, source: IO[bytes], on_read: Callable[[int], None]) -> None:
+        self._source = source
+        self._on_read = on_read
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        self.count += len(data)
+        self._on_read(self.count)
+        return data
+
+
+class GzipReader:
+    """A readable gzip stream over a readable source (zlib releases the GIL)."""
+
+    def __init__(self, source: CountingReader, level: int) -> None:
+        self._source = source
+        self._zlib = zlib.compressobj(level, zlib.DEFLATED, 31)
+        self._buf = b""
+        self._done = False
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._done and (size < 0 or len(self._buf) < size):
+            chunk = self._source.read(PIPE_CHUNK)
+            if chunk:
+                self._buf += self._zlib.compress(chunk)
+            else:
+                self._buf += self._zlib.flush()
+                self._done = True
+        if size < 0:
+            size = len(self._buf)
+        data, self._buf = self._buf[:size], self._buf[size:]
+        return data
+
+
+def compressing_reader(
+    source: CountingReader, compression: Compression, level: int, threads: int
+) -> IO[bytes]:
+    if compression == "zstd":
+        cctx = zstandard.ZstdCompressor(level=level, threads=threads)
+        reader: IO[bytes] = cctx.stream_reader(source, read_size=PIPE_CHUNK)  # type: ignore[arg-type,assignment]
+        return reader
+    return GzipReader(source, level)  # type: ignore[return-value]
+
+
+def decompressor(compression: Compression) -> Callable[[bytes], bytes]:
+    if compression == "zstd":
+        return zstandard.ZstdDecompressor().decompressobj().decompress
+    return zlib.decompressobj(31).decompress
+
+
+@dataclass
+class DumpResult:
+    dump: StoredObject
+    raw_bytes: int
+    tables: list[TableCount]
+    server_version: str
+    pg_dump_version: str
+    seconds: float
+    globals: StoredObject | None = None
+
+
+@dataclass
+class _Stderr:
+    """Drains a child's stderr in a thread so it can never block on a full pipe."""
+
+    stream: IO[bytes]
+    lines: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        for line in self.stream:
+            self.lines.append(line.decode(errors="replace").rstrip())
+
+    def text(self) -> str:
+        self.thread.join(timeout=5)
+        return "; ".join(line for line in self.lines if line)[-2000:]
+
+
+def dump_to_store(
+    db: PostgresDatabase,
+    store: ObjectStorage,
+    client: S3Client,
+    backup_id: str,
+    *,
+    compression: Compression = "zstd",
+    level: int = 3,
+    threads: int = -1,
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
+) -> DumpResult:
+    """Stream `pg_dump -Fc -Z0` of `db` into the store; counts rows in the same snapshot."""
+    started = time.monotonic()
+    folder = backup_folder(store, db.database, backup_id)
+    key = f"{folder}/{DUMP_SUFFIX[compression]}"
+    conn = pg.connect(db)
+    try:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        major, version = pg.server_major(conn), pg.server_version(conn)
+        pg_dump = pg.pg_tool("pg_dump", major)
+        total = pg.database_size(conn)
+        row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+        snapshot = str(row[0]) if row else ""
+        tables = pg.list_tables(conn)
+        proc = subprocess.Popen(
+            [str(pg_dump), "--format=custom", "--compress=0", f"--snapshot={snapshot}", "-w"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=pg.pg_env(db),
+            bufsize=0,
+        )
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        stderr = _Stderr(proc.stderr)
+        counts: list[TableCount] = []
+        count_error: list[BaseException] = []
+
+        def count() -> None:
+            try:
+                counts.extend(pg.count_rows(conn, tables))
+            except BaseException as exc:  # reported after the dump, not lost in the thread
+                count_error.append(exc)
+
+        counter = threading.Thread(target=count, daemon=True)
+        counter.start()
+
+        def on_end() -> None:
+            code = proc.wait()
+            if code != 0:
+                raise SlipwayError(dump_error(stderr.text(), db))
+
+        raw = CountingReader(proc.stdout, lambda n: on_progress(n, total))
+        reader = HashingReader(compressing_reader(raw, compression, level, threads), on_end=on_end)
+        try:
+            upload_stream(client, store, key, reader, "application/octet-stream")
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        counter.join()
+        if count_error:
+            raise SlipwayError(f"row counts failed: {count_error[0]}") from count_error[0]
+        conn.rollback()
+    finally:
+        conn.close()
+    return DumpResult(
+        dump=StoredObject(key=key, size=reader.size, sha256=reader.sha256.hexdigest()),
+        raw_bytes=raw.count,
+        tables=counts,
+        server_version=version,
+        pg_dump_version=pg.tool_version(pg_dump),
+        seconds=time.monotonic() - started,
+    )
+
+
+def dump_error(stderr: str, db: PostgresDatabase) -> str:
+    low = stderr.lower()
+    if "server version mismatch" in low or "aborting because of server version" in low:
+        return f"pg_dump is older than the server at {db.display()}: install a newer client"
+    return f"pg_dump of {db.display()} failed: {stderr or 'no message'}"
+
+
+def dump_globals(
+    db: PostgresDatabase, store: ObjectStorage, client: S3Client, backup_id: str, level: int
+) -> StoredObject:
+    """`pg_dumpall --globals-only` (roles, tablespaces), compressed, beside the dump."""
+    with pg.connect(db) as conn:
+        major = pg.server_major(conn)
+    tool = pg.pg_tool("pg_dumpall", major)
+    out = subprocess.run(
+        [str(tool), "--globals-only", "-w", f"--database={db.database}"],
+        capture_output=True,
+        env=pg.pg_env(db),
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SlipwayError(f"pg_dumpall --globals-only failed: {out.stderr.decode().strip()}")
+    body = zstandard.ZstdCompressor(level=level).compress(out.stdout)
+    key = f"{backup_folder(store, db.database, backup_id)}/globals.sql.zst"
+    import hashlib
+
+    try:
+        client.put_object(Bucket=store.bucket, Key=key, Body=body)
+    except Exception as exc:
+        raise storage_error(exc, store) from exc
+    return StoredObject(key=key, size=len(body), sha256=hashlib.sha256(body).hexdigest())
+
+
+def _check_stored(entry: BackupEntry, size: int, digest: str) -> None:
+    dump = entry.manifest.dump
+    if size != dump.size:
+        raise SlipwayError(
+            f"backup {entry.manifest.id} is damaged: {size} bytes stored, manifest says "
+            f"{dump.size}; use another backup"
+        )
+    if digest != dump.sha256:
+        raise SlipwayError(
+            f"backup {entry.manifest.id} is damaged: checksum mismatch (sha256 {digest[:12]}... "
+            f"!= {dump.sha256[:12]}...); use another backup"
+        )
+
+
+def _hashed_plain_chunks(
+    client: S3Client, store: ObjectStorage, entry: BackupEntry
+) -> Iterator[bytes]:
+    """The dump's decompressed bytes; raises at the end if size or checksum do not match."""
+    import hashlib
+
+    sha, size = hashlib.sha256(), 0
+    decompress = decompressor(entry.manifest.compression)
+    broken: Exception | None = None
+    for chunk in iter_object(client, store, entry.manifest.dump.key):
+        sha.update(chunk)
+        size += len(chunk)
+        if broken is None:
+            try:
+                plain = decompress(chunk)
+            except Exception as exc:  # keep hashing: the checksum names the damage best
+                broken = exc
+                continue
+            if plain:
+                yield plain
+    _check_stored(entry, size, sha.hexdigest())
+    if broken is not None:
+        raise SlipwayError(
+            f"backup {entry.manifest.id} is damaged: it does not decompress ({broken}); "
+            "use another backup"
+        )
+
+
+def list_archive(client: S3Client, store: ObjectStorage, entry: BackupEntry) -> list[str]:
+    """Re-read the whole object (size, checksum) and list its contents with pg_restore."""
+    pg_restore = pg.pg_tool("pg_restore")
+    proc = subprocess.Popen(
+        [str(pg_restore), "--list"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    output: list[bytes] = []
+    reader = threading.Thread(target=lambda: output.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    stderr = _Stderr(proc.stderr)
+    feeding = True
+    for plain in _hashed_plain_chunks(client, store, entry):
+        if feeding:
+            try:
+                proc.stdin.write(plain)
+            except BrokenPipeError:
+                feeding = False  # pg_restore read the TOC and left; keep hashing
+    with contextlib.suppress(BrokenPipeError):
+        proc.stdin.close()
+    code = proc.wait()
+    reader.join()
+    if code != 0:
+        raise SlipwayError(f"pg_restore cannot read backup {entry.manifest.id}: {stderr.text()}")
+    return [line for line in b"".join(output).decode().splitlines() if line and line[0] != ";"]
+
+
+def download_archive(
+    client: S3Client, store: ObjectStorage, entry: BackupEntry, directory: Path
+) -> Path:
+    """The decompressed archive as a local file, after its checksum matched (else removed)."""
+    path = directory / f"{entry.manifest.id}.pgc"
+    try:
+        with path.open("wb") as out:
+            for plain in _hashed_plain_chunks(client, store, entry):
+                out.write(plain)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def restore_archive(db: PostgresDatabase, archive: Path, jobs: int) -> None:
+    """pg_restore into an existing, empty database; stops at the first error."""
+    with pg.connect(db) as conn:
+        major = pg.server_major(conn)
+    tool = pg.pg_tool("pg_restore", major)
+    out = subprocess.run(
+        [
+            str(tool),
+            "--exit-on-error",
+            "-w",
+            f"--jobs={jobs}",
+            f"--dbname={db.database}",
+            str(archive),
+        ],
+        capture_output=True,
+        env=pg.pg_env(db),
+        check=False,
+    )
+    if out.returncode != 0:
+        raise SlipwayError(
+            f"pg_restore failed: {out.stderr.decode(errors='replace').strip()[-1500:]}"
+        )
+
+
+def scratch_dir(raw_bytes: int) -> tempfile.TemporaryDirectory[str]:
+    """A temporary directory with room for the decompressed archive, or a one-line error."""
+    import shutil
+
+    tmp = tempfile.gettempdir()
+    free = shutil.disk_usage(tmp).free
+    if free < raw_bytes * 1.1:
+        raise SlipwayError(
+            f"not enough space in {tmp} for the {raw_bytes >> 20} MiB archive "
+            f"({free >> 20} MiB free): set TMPDIR to a larger disk"
+        )
+    return tempfile.TemporaryDirectory(prefix="slipway-restore-")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
