@@ -1,0 +1,70 @@
+"""The nightly flow (backup, verify, prune) and retention against real backups, in-process."""
+
+from __future__ import annotations
+
+import secrets
+
+import httpx
+import pytest
+
+from flows.backup import backup_database
+from flows.nightly import nightly_backup
+from flows.prune import prune_backups
+from flows.verify import verify_backup
+from tests.harness.postgres import PostgresInfo
+from tests.harness.prefect_server import PrefectInfo
+from tests.harness.s3 import S3Info
+from tests.pg_fixtures import create_database
+
+pytestmark = [pytest.mark.postgres, pytest.mark.s3, pytest.mark.prefect]
+
+
+@pytest.fixture
+def configured(
+    postgres: PostgresInfo, s3: S3Info, prefect_server: PrefectInfo, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    bucket = f"nightly-{secrets.token_hex(4)}"
+    s3.client().create_bucket(Bucket=bucket)
+    database = create_database(postgres)
+    for key, value in s3.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("DATABASE_URL", postgres.url_without_password(database))
+    monkeypatch.setenv("PGPASSWORD", postgres.password)
+    monkeypatch.setenv("SLIPWAY_BACKUP_URL", f"s3://{bucket}/db")
+    return bucket
+
+
+def test_nightly_backs_up_verifies_prunes_and_reports(
+    configured: str, prefect_server: PrefectInfo
+) -> None:
+    result = nightly_backup(drill=True)
+    backup_id = result["backup"]["id"]
+    assert result["verification"]["ok"] is True
+    assert result["verification"]["backup_id"] == backup_id
+    assert [k["id"] for k in result["prune"]["keep"]] == [backup_id]
+    artifacts = httpx.post(f"{prefect_server.api_url}/artifacts/filter", json={}).json()
+    keys = {a["key"] for a in artifacts}
+    assert {"backup-report", "backup-verification", "backups-kept"} <= keys
+    report = next(a for a in artifacts if a["key"] == "backup-report" and backup_id in a["data"])
+    assert "compression ratio" in report["data"]
+
+
+def test_prune_keeps_newest_verified_and_minimum(configured: str) -> None:
+    ids = [backup_database()["id"] for _ in range(4)]
+    verify_backup(ids[1])  # an older backup is the only verified one
+    dry = prune_backups(
+        dry_run=True, keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0, min_keep=1
+    )
+    assert sorted(k["id"] for k in dry["keep"]) == sorted([ids[3], ids[1]])
+    assert sorted(dry["delete"]) == sorted([ids[0], ids[2]])
+    # A dry run deletes nothing.
+    again = prune_backups(
+        dry_run=True, keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0, min_keep=1
+    )
+    assert again["delete"] == dry["delete"]
+
+    done = prune_backups(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0, min_keep=3)
+    kept = sorted(k["id"] for k in done["keep"])
+    assert kept == sorted([ids[3], ids[2], ids[1]])  # minimum count tops up with the newest
+    left = prune_backups(dry_run=True, keep_last=10)
+    assert sorted(k["id"] for k in left["keep"]) == kept
