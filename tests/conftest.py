@@ -119,6 +119,16 @@ def prefect_server() -> Iterator[PrefectInfo]:
     os.environ["PREFECT_API_URL"] = info.api_url
     with temporary_settings(updates={PREFECT_API_URL: info.api_url}):
         yield info
+        import logging
+
+        from prefect.logging.handlers import APILogHandler
+
+        # Send this process's flow logs now: at exit, with the server gone and no API URL,
+        # Prefect would start a temporary server just to deliver them.
+        for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+            for handler in getattr(logger, "handlers", []):
+                if isinstance(handler, APILogHandler):
+                    handler.flush()
 
 
 @pytest.fixture

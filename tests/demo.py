@@ -22,8 +22,12 @@ def step(title: str, env: dict[str, str], *args: str) -> str:
     print(f"\n$ slipway {' '.join(args)}", flush=True)
     t0 = time.monotonic()
     out = subprocess.run(
-        [sys.executable, "-m", "deployments.cli", *args], env=env, cwd=REPO, text=True,
-        capture_output=True, check=False,
+        [sys.executable, "-m", "deployments.cli", *args],
+        env=env,
+        cwd=REPO,
+        text=True,
+        capture_output=True,
+        check=False,
     )
     print(out.stdout.rstrip())
     if out.returncode != 0:
@@ -56,12 +60,22 @@ def main() -> None:
         step("list", env, "backups", "list")
         step("verify with a restore drill", env, "verify", backup_id, "--drill")
         target = "demo_app_restored"
-        step("restore", env, "restore", backup_id, "--target-database-url",
-             pg.url_without_password(target), "--source-database", database)
+        step(
+            "restore",
+            env,
+            "restore",
+            backup_id,
+            "--target-database-url",
+            pg.url_without_password(target),
+            "--source-database",
+            database,
+        )
         same = snapshot(pg, target) == snapshot(pg, database)
         rows = sum(len(r) for r in snapshot(pg, target)["rows"].values())
-        print(f"\nsummary: backup {backup_id} restored into {target!r}: {rows} rows, "
-              f"{'identical to the original' if same else 'DIFFERENT from the original'}")
+        print(
+            f"\nsummary: backup {backup_id} restored into {target!r}: {rows} rows, "
+            f"{'identical to the original' if same else 'DIFFERENT from the original'}"
+        )
         print(f"(the runs were on the Prefect server at {prefect.api_url.removesuffix('/api')})")
         if not same:
             raise SystemExit(1)

@@ -327,3 +327,47 @@ def test_password_never_in_arguments_output_parameters_or_artifacts(
     assert password not in json.dumps(artifacts)
     logs = httpx.post(f"{api}/logs/filter", json={"limit": 200}).json()
     assert password not in json.dumps(logs)
+
+
+def test_gzip_and_globals(env: Env) -> None:
+    m = json.loads(
+        env.run("backup", "--compression", "gzip", "--globals", "--json", check=True).stdout
+    )
+    assert m["compression"] == "gzip"
+    assert m["dump"]["key"].endswith(".gz")
+    import zstandard
+
+    body = env.client().get_object(Bucket=env.bucket, Key=m["globals"]["key"])["Body"].read()
+    assert b"CREATE ROLE postgres" in zstandard.ZstdDecompressor().decompressobj().decompress(body)
+    verified = json.loads(env.run("verify", m["id"], "--drill", "--json", check=True).stdout)
+    assert "rows match" in verified["detail"]
+
+
+def test_restore_works_while_prefect_server_is_down(env: Env) -> None:
+    backup_id = json.loads(env.run("backup", "--json", check=True).stdout)["id"]
+    target = f"offline_{secrets.token_hex(3)}"
+    out = env.run(
+        "restore",
+        backup_id,
+        "--target-database-url",
+        env.pg.url_without_password(target),
+        "--source-database",
+        env.database,
+        extra={"PREFECT_API_URL": "http://127.0.0.1:9/api"},
+        check=True,
+    )
+    assert "does not answer" in out.stderr
+    assert snapshot(env.pg, target) == snapshot(env.pg, env.database)
+
+
+@pytest.mark.parametrize("server_major", [16, 99])
+def test_pg_dump_older_than_server_is_refused(postgres: PostgresInfo, server_major: int) -> None:
+    from blocks.errors import SlipwayError
+    from tasks.postgres import pg_tool
+
+    with pytest.raises(SlipwayError) as err:
+        pg_tool("pg_dump", server_major)
+    message = str(err.value)
+    assert "older than the server" in message
+    assert f"postgresql-client-{server_major}" in message
+    assert "\n" not in message

@@ -61,9 +61,17 @@ class S3Info:
 class SeaweedS3:
     """`weed server` (master, volume, filer, S3) with one admin identity."""
 
-    def __init__(self, session_dir: Path, name: str = "s3") -> None:
+    def __init__(
+        self,
+        session_dir: Path,
+        name: str = "s3",
+        extra_args: tuple[str, ...] = (),
+        writable: bool = True,
+    ) -> None:
         self.session_dir = session_dir
         self.name = name
+        self.extra_args = extra_args
+        self.writable = writable
         self.proc: ManagedProcess | None = None
 
     def start(self) -> S3Info:
@@ -107,6 +115,7 @@ class SeaweedS3:
                 "-s3.port.iceberg=0",
                 "-s3.port.lance=0",
                 "-master.telemetry=false",
+                *self.extra_args,
             ],
             session_dir=self.session_dir,
             term_timeout=0,  # weed ignores SIGTERM for a long time; its data is throwaway
@@ -118,8 +127,9 @@ class SeaweedS3:
         def ready() -> bool:
             # Ready means writable, not just listening: create, write and drop a bucket.
             client.create_bucket(Bucket=probe)
-            client.put_object(Bucket=probe, Key="p", Body=b"p")
-            client.delete_object(Bucket=probe, Key="p")
+            if self.writable:
+                client.put_object(Bucket=probe, Key="p", Body=b"p")
+                client.delete_object(Bucket=probe, Key="p")
             client.delete_bucket(Bucket=probe)
             return True
 
