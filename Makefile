@@ -9,10 +9,13 @@ APT_PACKAGES := postgresql-15 docker.io docker-compose openssh-server busybox-st
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: help system-deps sync lint typecheck check test demo
+.PHONY: help system-deps sync lint typecheck check test demo bench
 
 demo: system-deps sync ## throwaway PostgreSQL + S3: backup, list, verify --drill, restore, summary
 	$(UV) run --frozen python -m tests.demo
+
+bench: system-deps sync ## backup/restore benchmarks against the baselines, one JSON line each
+	$(UV) run --frozen python -m bench.backup_bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'

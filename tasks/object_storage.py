@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
-PART_SIZE = 16 * 1024 * 1024
-# In-flight parts are buffered in memory: 4 x 16 MiB keeps the upload well under the budget.
+PART_SIZE = 8 * 1024 * 1024
+# In-flight parts are buffered in memory: 4 x 8 MiB keeps the whole backup under 256 MiB.
 UPLOAD_CONFIG = TransferConfig(
     multipart_threshold=PART_SIZE,
     multipart_chunksize=PART_SIZE,

@@ -1,0 +1,203 @@
+"""`make bench`: Slipway's database backup and restore against the baselines, in one run.
+
+Starts a throwaway PostgreSQL, S3 server and Prefect server, fills a synthetic database of
+random text and jsonb (1 GiB by default, BENCH_MB to change), then measures each side
+BENCH_REPEAT times (best run kept) and prints one JSON line per measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench.datagen import database_bytes, fill_database
+from bench.measure import Measurement, emit, ratio_record, run_measured, run_shell_measured
+from tests.harness import Harness
+from tests.harness.postgres import PostgresInfo
+from tests.harness.prefect_server import PrefectInfo
+from tests.harness.s3 import S3Info
+
+REPO = Path(__file__).resolve().parent.parent
+MEMORY_LIMIT_MB = 256
+
+
+def best(times: int, run: Callable[[], Measurement]) -> Measurement:
+    runs = []
+    for _ in range(times):
+        m = run()
+        if m.returncode != 0:
+            raise SystemExit(f"bench command failed ({m.returncode}): {m.stderr[-2000:]}")
+        runs.append(m)
+    return min(runs, key=lambda m: m.seconds)
+
+
+def main() -> None:
+    size_mb = int(os.environ.get("BENCH_MB", "1024"))
+    repeat = int(os.environ.get("BENCH_REPEAT", "2"))
+    harness = Harness(Path(os.environ.get("SLIPWAY_TEST_TMP", "/tmp/slipway-tests")))
+    try:
+        harness.start_async("postgres", "s3", "prefect")
+        pg: PostgresInfo = harness.require("postgres")
+        s3: S3Info = harness.require("s3")
+        prefect: PrefectInfo = harness.require("prefect")
+        with psycopg.connect(pg.url(), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE bench")
+        fill = fill_database(pg.url("bench"), size_mb * 1024 * 1024)
+        emit({"bench": "setup", "database_bytes": database_bytes(pg.url("bench")), "rows": fill})
+        bucket = f"bench-{secrets.token_hex(3)}"
+        s3.client().create_bucket(Bucket=bucket)
+        bin_dir = pg.bin_dir
+        libpq = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS_"))},
+            "PGHOST": pg.host,
+            "PGPORT": str(pg.port),
+            "PGUSER": pg.user,
+            "PGPASSWORD": pg.password,
+            "PGDATABASE": "bench",
+        }
+        env = {
+            **libpq,
+            **s3.env(),
+            "DATABASE_URL": pg.url_without_password("bench"),
+            "SLIPWAY_BACKUP_URL": f"s3://{bucket}/bench",
+            "PREFECT_API_URL": prefect.api_url,
+            "PREFECT_HOME": str(prefect.home),
+        }
+        slipway = [sys.executable, "-m", "deployments.cli"]
+        work = Path(tempfile.mkdtemp(prefix="slipway-bench-", dir=harness.session_dir))
+
+        floor = best(
+            repeat,
+            lambda: run_shell_measured(f"{bin_dir}/pg_dump -Fc -Z0 -w > /dev/null", env=libpq),
+        )
+        upload = (
+            f'{sys.executable} -c \'import boto3,sys; boto3.client("s3").upload_file('
+            f'sys.argv[1], "{bucket}", "runbook/backup.sql.gz")\' {work}/backup.sql.gz'
+        )
+        runbook = best(
+            repeat,
+            lambda: run_shell_measured(
+                f"{bin_dir}/pg_dump -Fp -w | gzip > {work}/backup.sql.gz && {upload}", env=env
+            ),
+        )
+        (work / "backup.sql.gz").unlink()
+
+        manifests: list[dict[str, Any]] = []
+
+        def slipway_backup() -> Measurement:
+            m = run_measured([*slipway, "backup", "--json"], env=env, cwd=REPO)
+            if m.returncode == 0:
+                manifests.append(json.loads(m.stdout))
+            return m
+
+        backup = best(repeat, slipway_backup)
+        manifest = next(
+            x for x in manifests if backup.stdout and x["id"] == json.loads(backup.stdout)["id"]
+        )
+        dump_seconds = float(manifest["dump_seconds"])
+        emit(
+            ratio_record(
+                "slipway backup (end to end, Prefect server)",
+                backup.seconds,
+                "pg_dump -Fc -Z0 > /dev/null",
+                floor.seconds,
+                1.5,
+                peak_rss_mb=round(backup.peak_rss_mb, 1),
+                raw_mb=round(int(manifest["raw_bytes"]) / 1048576, 1),
+                stored_mb=round(int(manifest["dump"]["size"]) / 1048576, 1),
+            )
+        )
+        emit(
+            ratio_record(
+                "slipway dump-to-upload stage",
+                dump_seconds,
+                "pg_dump -Fc -Z0 > /dev/null",
+                floor.seconds,
+                1.2,
+            )
+        )
+        emit(
+            ratio_record(
+                "slipway backup",
+                backup.seconds,
+                "runbook: pg_dump | gzip > file, then upload",
+                runbook.seconds,
+                round(1 / 3, 3),
+                speedup=round(runbook.seconds / backup.seconds, 2),
+            )
+        )
+        emit(
+            {
+                "bench": "backup peak memory",
+                "peak_rss_mb": round(backup.peak_rss_mb, 1),
+                "limit_mb": MEMORY_LIMIT_MB,
+                "ok": backup.peak_rss_mb <= MEMORY_LIMIT_MB,
+            }
+        )
+
+        # Restore: pg_restore -j 2 from a local -Fc -Z0 file, against slipway restore from S3.
+        archive = work / "bench.pgc"
+        run_shell_measured(f"{bin_dir}/pg_dump -Fc -Z0 -w -f {archive}", env=libpq)
+        counter = iter(range(1000))
+
+        def fresh_db() -> str:
+            return f"restore_{next(counter)}_{secrets.token_hex(2)}"
+
+        def baseline_restore() -> Measurement:
+            name = fresh_db()
+            return run_shell_measured(
+                f"{bin_dir}/createdb -w -T template0 {name} && "
+                f"{bin_dir}/pg_restore -w -j 2 --exit-on-error -d {name} {archive}",
+                env=libpq,
+            )
+
+        def slipway_restore() -> Measurement:
+            return run_measured(
+                [
+                    *slipway,
+                    "restore",
+                    str(manifest["id"]),
+                    "--target-database-url",
+                    pg.url_without_password(fresh_db()),
+                    "--source-database",
+                    "bench",
+                    "--json",
+                ],
+                env=env,
+                cwd=REPO,
+            )
+
+        base_restore = best(repeat, baseline_restore)
+        restore = best(repeat, slipway_restore)
+        emit(
+            ratio_record(
+                "slipway restore (from S3, checksum first, beside and swap)",
+                restore.seconds,
+                "pg_restore -j 2 from a local -Fc -Z0 file",
+                base_restore.seconds,
+                1.3,
+                peak_rss_mb=round(restore.peak_rss_mb, 1),
+            )
+        )
+        emit(
+            {
+                "bench": "restore peak memory",
+                "peak_rss_mb": round(restore.peak_rss_mb, 1),
+                "limit_mb": MEMORY_LIMIT_MB,
+                "ok": restore.peak_rss_mb <= MEMORY_LIMIT_MB,
+            }
+        )
+    finally:
+        harness.stop()
+
+
+if __name__ == "__main__":
+    main()
