@@ -8,16 +8,16 @@ from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
-from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from blocks.base import SlipwayBlock
 from blocks.errors import ConfigError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 
-class ObjectStorage(Block):
+class ObjectStorage(SlipwayBlock):
     """An S3-compatible bucket and prefix with its own endpoint and credentials.
 
     Slipway's own block rather than prefect-aws's `AwsCredentials` + `S3Bucket`: one block
@@ -55,19 +55,6 @@ class ObjectStorage(Block):
             access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
             secret_access_key=SecretStr(secret) if secret else None,
         )
-
-    @classmethod
-    def resolve(cls, block_name: str | None) -> ObjectStorage:
-        """The saved block of that name, else the configuration from the environment."""
-        if block_name:
-            try:
-                loaded: ObjectStorage = cls.load(block_name)  # type: ignore[assignment]
-            except ValueError as exc:
-                raise ConfigError(
-                    f"no {cls.get_block_type_slug()} block named {block_name!r}: create it or fix the name"
-                ) from exc
-            return loaded
-        return cls.from_env()
 
     @classmethod
     def from_env(cls) -> ObjectStorage:

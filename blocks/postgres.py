@@ -6,13 +6,13 @@ import os
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from blocks.base import SlipwayBlock
 from blocks.errors import ConfigError
 
 
-class PostgresDatabase(Block):
+class PostgresDatabase(SlipwayBlock):
     """Connection settings for one PostgreSQL database; the password is a secret."""
 
     _block_type_name = "Slipway PostgreSQL Database"
@@ -49,19 +49,6 @@ class PostgresDatabase(Block):
             password=SecretStr(password) if password else None,
             sslmode=query.get("sslmode"),
         )
-
-    @classmethod
-    def resolve(cls, block_name: str | None) -> PostgresDatabase:
-        """The saved block of that name, else the configuration from the environment."""
-        if block_name:
-            try:
-                loaded: PostgresDatabase = cls.load(block_name)  # type: ignore[assignment]
-            except ValueError as exc:
-                raise ConfigError(
-                    f"no {cls.get_block_type_slug()} block named {block_name!r}: create it or fix the name"
-                ) from exc
-            return loaded
-        return cls.from_env()
 
     @classmethod
     def from_env(cls) -> PostgresDatabase:

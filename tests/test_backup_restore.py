@@ -58,6 +58,27 @@ class Env:
     def client(self) -> S3Client:
         return self.s3.client()
 
+    def restore(
+        self,
+        backup: str,
+        target: str,
+        *flags: str,
+        extra: dict[str, str] | None = None,
+        check: bool = False,
+    ) -> subprocess.CompletedProcess[str]:
+        """`slipway restore` of this database's backup into `target` on the same server."""
+        return self.run(
+            "restore",
+            backup,
+            "--target-database-url",
+            self.pg.url_without_password(target),
+            "--source-database",
+            self.database,
+            *flags,
+            extra=extra,
+            check=check,
+        )
+
 
 @pytest.fixture
 def env(postgres: PostgresInfo, s3: S3Info, prefect_server: PrefectInfo) -> Env:
@@ -121,13 +142,9 @@ def test_backup_verify_drill_restore_round_trip(env: Env) -> None:
 
     # Into a new database: equal to the original, row by row and in schema.
     target = f"restored_{secrets.token_hex(3)}"
-    out = env.run(
-        "restore",
+    out = env.restore(
         "latest",
-        "--target-database-url",
-        env.pg.url_without_password(target),
-        "--source-database",
-        env.database,
+        target,
         "--json",
         check=True,
     )
@@ -138,25 +155,17 @@ def test_backup_verify_drill_restore_round_trip(env: Env) -> None:
     with psycopg.connect(env.pg.url(target), autocommit=True) as conn:
         conn.execute("DELETE FROM app.invoices WHERE id % 2 = 0")
     changed = snapshot(env.pg, target)
-    refused = env.run(
-        "restore",
+    refused = env.restore(
         backup_id,
-        "--target-database-url",
-        env.pg.url_without_password(target),
-        "--source-database",
-        env.database,
+        target,
     )
     _one_line_error(refused, "not empty", "--yes")
     assert snapshot(env.pg, target) == changed
 
     replaced = json.loads(
-        env.run(
-            "restore",
+        env.restore(
             backup_id,
-            "--target-database-url",
-            env.pg.url_without_password(target),
-            "--source-database",
-            env.database,
+            target,
             "--yes",
             "--json",
             check=True,
@@ -181,13 +190,9 @@ def test_flipped_byte_is_refused_and_target_untouched(env: Env) -> None:
     )
     before = snapshot(env.pg, target)
     _one_line_error(
-        env.run(
-            "restore",
+        env.restore(
             backup_id,
-            "--target-database-url",
-            env.pg.url_without_password(target),
-            "--source-database",
-            env.database,
+            target,
             "--yes",
         ),
         "damaged",
@@ -346,13 +351,9 @@ def test_gzip_and_globals(env: Env) -> None:
 def test_restore_works_while_prefect_server_is_down(env: Env) -> None:
     backup_id = json.loads(env.run("backup", "--json", check=True).stdout)["id"]
     target = f"offline_{secrets.token_hex(3)}"
-    out = env.run(
-        "restore",
+    out = env.restore(
         backup_id,
-        "--target-database-url",
-        env.pg.url_without_password(target),
-        "--source-database",
-        env.database,
+        target,
         extra={"PREFECT_API_URL": "http://127.0.0.1:9/api"},
         check=True,
     )
@@ -371,3 +372,62 @@ def test_pg_dump_older_than_server_is_refused(postgres: PostgresInfo, server_maj
     assert "older than the server" in message
     assert f"postgresql-client-{server_major}" in message
     assert "\n" not in message
+
+
+def test_backup_from_saved_blocks(env: Env) -> None:
+    from pydantic import SecretStr
+
+    from blocks.object_storage import ObjectStorage
+    from blocks.postgres import PostgresDatabase
+
+    name = f"t-{secrets.token_hex(3)}"
+    PostgresDatabase(
+        host=env.pg.host,
+        port=env.pg.port,
+        database=env.database,
+        user=env.pg.user,
+        password=SecretStr(env.pg.password),
+    ).save(name)
+    ObjectStorage(
+        bucket=env.bucket,
+        prefix="from-blocks",
+        endpoint_url=env.s3.endpoint_url,
+        access_key_id=env.s3.access_key,
+        secret_access_key=SecretStr(env.s3.secret_key),
+    ).save(name)
+    bare = {
+        k: v
+        for k, v in env.vars.items()
+        if not k.startswith(("AWS_", "PG", "DATABASE_URL", "SLIPWAY_"))
+    }
+    out = subprocess.run(
+        [*SLIPWAY, "backup", "--database-block", name, "--store-block", name, "--json"],
+        env=bare,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    key = json.loads(out.stdout)["dump"]["key"]
+    assert key.startswith(f"from-blocks/postgres/{env.database}/")
+
+    import httpx
+
+    docs = httpx.post(f"{env.vars['PREFECT_API_URL']}/block_documents/filter", json={}).json()
+    dumped = json.dumps(docs)
+    assert name in dumped
+    assert env.pg.password not in dumped
+    assert env.s3.secret_key not in dumped
+
+    missing = subprocess.run(
+        [*SLIPWAY, "backup", "--database-block", "no-such-block", "--store-block", name],
+        env=bare,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    _one_line_error(missing, "no-such-block")

@@ -88,19 +88,26 @@ def test_container_answers_http(docker_engine: DockerInfo, tmp_path: Path) -> No
         container.remove(force=True)
 
 
-@pytest.mark.ssh
-def test_ssh_remote_command_with_host_key_checked(ssh_server: SshInfo) -> None:
+def _ssh_connect(info: SshInfo, *, known_hosts: bool) -> paramiko.SSHClient:
+    """Connect with the throwaway key, refusing any host key not in known_hosts."""
     client = paramiko.SSHClient()
-    client.load_host_keys(str(ssh_server.known_hosts))
+    if known_hosts:
+        client.load_host_keys(str(info.known_hosts))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     client.connect(
-        ssh_server.host,
-        port=ssh_server.port,
-        username=ssh_server.user,
-        key_filename=str(ssh_server.client_key),
+        info.host,
+        port=info.port,
+        username=info.user,
+        key_filename=str(info.client_key),
         look_for_keys=False,
         allow_agent=False,
     )
+    return client
+
+
+@pytest.mark.ssh
+def test_ssh_remote_command_with_host_key_checked(ssh_server: SshInfo) -> None:
+    client = _ssh_connect(ssh_server, known_hosts=True)
     try:
         _, stdout, _ = client.exec_command("echo slipway-$((6*7)); id -un")
         lines = stdout.read().decode().split()
@@ -113,18 +120,8 @@ def test_ssh_remote_command_with_host_key_checked(ssh_server: SshInfo) -> None:
 @pytest.mark.ssh
 def test_ssh_rejects_unknown_host_key(ssh_server: SshInfo, tmp_path: Path) -> None:
     """The host-key check is real: an empty known_hosts refuses the connection."""
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
     with pytest.raises(paramiko.SSHException):
-        client.connect(
-            ssh_server.host,
-            port=ssh_server.port,
-            username=ssh_server.user,
-            key_filename=str(ssh_server.client_key),
-            look_for_keys=False,
-            allow_agent=False,
-        )
-    client.close()
+        _ssh_connect(ssh_server, known_hosts=False).close()
 
 
 @pytest.mark.prefect

@@ -1,0 +1,30 @@
+"""What Slipway's blocks share: a saved block by name, or the environment's configuration."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from prefect.blocks.core import Block
+
+from blocks.errors import ConfigError
+
+
+class SlipwayBlock(Block):
+    """A block that can also be configured from the environment (`from_env`)."""
+
+    @classmethod
+    def from_env(cls) -> Self:
+        raise NotImplementedError
+
+    @classmethod
+    def resolve(cls, block_name: str | None) -> Self:
+        """The saved block of that name, else the configuration from the environment."""
+        if not block_name:
+            return cls.from_env()
+        try:
+            loaded: Self = cls.load(block_name)  # type: ignore[assignment]
+        except ValueError as exc:
+            raise ConfigError(
+                f"no {cls.get_block_type_slug()} block named {block_name!r}: create it or fix the name"
+            ) from exc
+        return loaded
