@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import IO, TYPE_CHECKING
@@ -177,18 +176,3 @@ def abort_stale_uploads(
                 )
                 aborted.append(upload["Key"])
     return aborted
-
-
-class Throttle:
-    """Calls `fn` at most every `seconds` (progress reports from a hot loop)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self._last = 0.0
-
-    def due(self) -> bool:
-        now = time.monotonic()
-        if now - self._last >= self.seconds:
-            self._last = now
-            return True
-        return False

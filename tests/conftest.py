@@ -119,16 +119,13 @@ def prefect_server() -> Iterator[PrefectInfo]:
     os.environ["PREFECT_API_URL"] = info.api_url
     with temporary_settings(updates={PREFECT_API_URL: info.api_url}):
         yield info
-        import logging
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
 
-        from prefect.logging.handlers import APILogHandler
-
-        # Send this process's flow logs now: at exit, with the server gone and no API URL,
-        # Prefect would start a temporary server just to deliver them.
-        for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
-            for handler in getattr(logger, "handlers", []):
-                if isinstance(handler, APILogHandler):
-                    handler.flush()
+        # Deliver this process's queued events and logs now: at exit, with the server gone
+        # and no API URL, Prefect would start a temporary server just to deliver them.
+        for service in (EventsWorker, APILogWorker):
+            service.drain_all(timeout=10, at_exit=False)
 
 
 @pytest.fixture

@@ -44,7 +44,9 @@ def test_nightly_backs_up_verifies_prunes_and_reports(
     assert [k["id"] for k in result["prune"]["keep"]] == [backup_id]
     artifacts = httpx.post(f"{prefect_server.api_url}/artifacts/filter", json={}).json()
     keys = {a["key"] for a in artifacts}
-    assert {"backup-report", "backup-verification", "backups-kept"} <= keys
+    assert {"backup-report", "backup-verification", "backups-kept", "backup-progress"} <= keys
+    progress = [a for a in artifacts if a["key"] == "backup-progress"]
+    assert all(float(a["data"]) == 100.0 for a in progress), progress
     report = next(a for a in artifacts if a["key"] == "backup-report" and backup_id in a["data"])
     assert "compression ratio" in report["data"]
 
