@@ -85,7 +85,7 @@ def show_version() -> None:
 @app.command()
 def backup(
     compression: Annotated[str, typer.Option(help="zstd, or gzip for compatibility.")] = "zstd",
-    level: Annotated[int, typer.Option(help="Compression level.")] = 3,
+    level: Annotated[int, typer.Option(help="Compression level (zstd 1-19, gzip 1-9).")] = 1,
     threads: Annotated[int, typer.Option(help="zstd threads (-1: one per core).")] = -1,
     globals_: Annotated[
         bool, typer.Option("--globals", help="Also pg_dumpall --globals-only.")

@@ -28,7 +28,7 @@ from tasks.backup_catalog import (
     new_backup_id,
     write_json,
 )
-from tasks.object_storage import abort_stale_uploads, check_bucket, delete_prefix
+from tasks.object_storage import abort_uploads, check_bucket, delete_prefix
 from tasks.pg_backup import dump_globals, dump_to_store, utcnow
 
 
@@ -80,13 +80,18 @@ def _mib(n: int) -> str:
 
 
 @task(cache_policy=NO_CACHE, name="clean-incomplete-backups")
-def clean_incomplete(store: ObjectStorage, database: str, before_id: str) -> list[str]:
-    """Remove what killed backups left: multi-part uploads and folders without a manifest."""
+def clean_incomplete(store: ObjectStorage, database: str, current_id: str) -> list[str]:
+    """Remove what killed backups left: multi-part uploads and folders without a manifest.
+
+    Only backups older than `current_id` (ids sort by time): this one runs meanwhile.
+    """
     client = store.client()
-    started = utcnow()
-    removed = abort_stale_uploads(client, store, store.key("postgres", database) + "/", started)
+    root = store.key("postgres", database) + "/"
+    removed = abort_uploads(
+        client, store, root, lambda key: key[len(root) :].split("/", 1)[0] < current_id
+    )
     for backup_id, names in list_folders(client, store, database).items():
-        if MANIFEST not in names and backup_id < before_id:
+        if MANIFEST not in names and backup_id < current_id:
             delete_prefix(client, store, backup_folder(store, database, backup_id))
             removed.append(backup_id)
     if removed:
@@ -174,7 +179,7 @@ def backup_database(
     database_block: str | None = None,
     store_block: str | None = None,
     compression: Compression = "zstd",
-    level: int = 3,
+    level: int = 1,
     threads: int = -1,
     include_globals: bool = False,
     app_version: str | None = None,
@@ -191,9 +196,24 @@ def backup_database(
         raise SlipwayError(f"unknown compression {compression!r}: use zstd or gzip")
     check_bucket(store.client(), store)
     backup_id = new_backup_id()
-    clean_incomplete(store, db.database, backup_id)
-    manifest = dump_task(
-        db, store, backup_id, compression, level, threads, include_globals, app_version, tags or {}
-    )
+    # Leftovers of killed backups are cleaned while this one dumps.
+    cleaning = clean_incomplete.submit(store, db.database, backup_id)
+    try:
+        manifest = dump_task(
+            db,
+            store,
+            backup_id,
+            compression,
+            level,
+            threads,
+            include_globals,
+            app_version,
+            tags or {},
+        )
+    finally:
+        cleaning.wait()
+    if not cleaning.state.is_completed():
+        # The new backup is good; leftovers wait for the next run.
+        get_run_logger().warning("cleaning up killed backups failed: %s", cleaning.state.message)
     create_markdown_artifact(backup_report(manifest), key="backup-report")
     return manifest.model_dump(mode="json")

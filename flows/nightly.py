@@ -17,7 +17,7 @@ def nightly_backup(
     database_block: str | None = None,
     store_block: str | None = None,
     compression: Compression = "zstd",
-    level: int = 3,
+    level: int = 1,
     drill: bool = False,
     keep_last: int = 7,
     keep_daily: int = 7,

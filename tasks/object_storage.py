@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from typing import IO, TYPE_CHECKING
 
 from boto3.s3.transfer import TransferConfig
@@ -162,15 +161,15 @@ def delete_prefix(client: S3Client, store: ObjectStorage, prefix: str) -> int:
     return deleted
 
 
-def abort_stale_uploads(
-    client: S3Client, store: ObjectStorage, prefix: str, before: datetime
+def abort_uploads(
+    client: S3Client, store: ObjectStorage, prefix: str, stale: Callable[[str], bool]
 ) -> list[str]:
-    """Abort multi-part uploads under `prefix` started before `before` (killed backups)."""
+    """Abort the multi-part uploads under `prefix` whose key `stale` selects; their keys."""
     aborted = []
     paginator = client.get_paginator("list_multipart_uploads")
     for page in paginator.paginate(Bucket=store.bucket, Prefix=prefix):
         for upload in page.get("Uploads", []):
-            if upload["Initiated"] < before:
+            if stale(upload["Key"]):
                 client.abort_multipart_upload(
                     Bucket=store.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                 )
