@@ -26,10 +26,11 @@ from tasks.backup_catalog import (
     backup_folder,
     list_folders,
     new_backup_id,
+    utcnow,
     write_json,
 )
 from tasks.object_storage import abort_uploads, check_bucket, delete_prefix
-from tasks.pg_backup import dump_globals, dump_to_store, utcnow
+from tasks.pg_backup import dump_globals, dump_to_store
 
 
 class ProgressArtifact:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -19,9 +20,10 @@ from tasks.backup_catalog import (
     Verification,
     backup_folder,
     find_backup,
+    utcnow,
     write_json,
 )
-from tasks.pg_backup import download_archive, list_archive, restore_archive, scratch_dir, utcnow
+from tasks.pg_backup import download_archive, list_archive, restore_archive, scratch_dir
 
 DRILL_JOBS = 2
 
@@ -47,8 +49,6 @@ def restore_drill(db: PostgresDatabase, store: ObjectStorage, entry: BackupEntry
     try:
         pg.create_database(admin, scratch)
         with scratch_dir(entry.manifest.raw_bytes) as tmp:
-            from pathlib import Path
-
             archive = download_archive(store.client(), store, entry, Path(tmp))
             restore_archive(db.with_database(scratch), archive, DRILL_JOBS)
         restored = {

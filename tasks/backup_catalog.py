@@ -32,8 +32,12 @@ DUMP_SUFFIX: dict[str, str] = {"zstd": "dump.pgc.zst", "gzip": "dump.pgc.gz"}
 
 def new_backup_id(now: datetime | None = None) -> str:
     """Sortable UTC id; the random tail keeps two backups in one second apart."""
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     return f"{now.strftime(ID_FORMAT)}-{secrets.token_hex(2)}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def backup_time(backup_id: str) -> datetime:

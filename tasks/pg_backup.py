@@ -8,6 +8,8 @@ produced. Row counts are taken in the very snapshot pg_dump uses, so a drill can
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -15,7 +17,6 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -228,8 +229,6 @@ def dump_globals(
         raise SlipwayError(f"pg_dumpall --globals-only failed: {out.stderr.decode().strip()}")
     body = zstandard.ZstdCompressor(level=level).compress(out.stdout)
     key = f"{backup_folder(store, db.database, backup_id)}/globals.sql.zst"
-    import hashlib
-
     try:
         client.put_object(Bucket=store.bucket, Key=key, Body=body)
     except Exception as exc:
@@ -255,8 +254,6 @@ def _hashed_plain_chunks(
     client: S3Client, store: ObjectStorage, entry: BackupEntry
 ) -> Iterator[bytes]:
     """The dump's decompressed bytes; raises at the end if size or checksum do not match."""
-    import hashlib
-
     sha, size = hashlib.sha256(), 0
     decompress = decompressor(entry.manifest.compression)
     broken: Exception | None = None
@@ -352,8 +349,6 @@ def restore_archive(db: PostgresDatabase, archive: Path, jobs: int) -> None:
 
 def scratch_dir(raw_bytes: int) -> tempfile.TemporaryDirectory[str]:
     """A temporary directory with room for the decompressed archive, or a one-line error."""
-    import shutil
-
     tmp = tempfile.gettempdir()
     free = shutil.disk_usage(tmp).free
     if free < raw_bytes * 1.1:
@@ -362,7 +357,3 @@ def scratch_dir(raw_bytes: int) -> tempfile.TemporaryDirectory[str]:
             f"({free >> 20} MiB free): set TMPDIR to a larger disk"
         )
     return tempfile.TemporaryDirectory(prefix="slipway-restore-")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
