@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, Field
 
 from blocks.errors import SlipwayError
-from blocks.object_storage import ObjectStorage
+from blocks.settings import StorageSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -106,7 +106,7 @@ class BackupEntry(BaseModel):
         return self.verification is not None and self.verification.ok
 
 
-def backup_folder(store: ObjectStorage, database: str, backup_id: str) -> str:
+def backup_folder(store: StorageSettings, database: str, backup_id: str) -> str:
     return store.key("postgres", database, backup_id)
 
 
@@ -119,7 +119,7 @@ def _read_json(client: S3Client, bucket: str, key: str) -> dict[str, object] | N
     return data
 
 
-def write_json(client: S3Client, store: ObjectStorage, key: str, model: BaseModel) -> None:
+def write_json(client: S3Client, store: StorageSettings, key: str, model: BaseModel) -> None:
     client.put_object(
         Bucket=store.bucket,
         Key=key,
@@ -128,7 +128,7 @@ def write_json(client: S3Client, store: ObjectStorage, key: str, model: BaseMode
     )
 
 
-def list_folders(client: S3Client, store: ObjectStorage, database: str) -> dict[str, set[str]]:
+def list_folders(client: S3Client, store: StorageSettings, database: str) -> dict[str, set[str]]:
     """Backup id -> names of the objects in its folder (complete or not)."""
     root = store.key("postgres", database) + "/"
     folders: dict[str, set[str]] = {}
@@ -139,7 +139,7 @@ def list_folders(client: S3Client, store: ObjectStorage, database: str) -> dict[
     return folders
 
 
-def list_backups(client: S3Client, store: ObjectStorage, database: str) -> list[BackupEntry]:
+def list_backups(client: S3Client, store: StorageSettings, database: str) -> list[BackupEntry]:
     """Complete backups (those with a manifest), newest first."""
     entries = []
     for backup_id, names in sorted(list_folders(client, store, database).items(), reverse=True):
@@ -159,7 +159,7 @@ def list_backups(client: S3Client, store: ObjectStorage, database: str) -> list[
     return entries
 
 
-def find_backup(client: S3Client, store: ObjectStorage, database: str, ref: str) -> BackupEntry:
+def find_backup(client: S3Client, store: StorageSettings, database: str, ref: str) -> BackupEntry:
     """A backup by id, or `latest`."""
     backups = list_backups(client, store, database)
     if not backups:

@@ -17,7 +17,7 @@ from botocore.exceptions import (
 )
 
 from blocks.errors import SlipwayError
-from blocks.object_storage import ObjectStorage
+from blocks.settings import StorageSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -35,7 +35,7 @@ UPLOAD_CONFIG = TransferConfig(
 READ_CHUNK = 1024 * 1024
 
 
-def storage_error(exc: Exception, store: ObjectStorage) -> SlipwayError:
+def storage_error(exc: Exception, store: StorageSettings) -> SlipwayError:
     """A one-line message for an S3 failure, naming the problem and the fix."""
     where = f"s3://{store.bucket}" + (f" at {store.endpoint_url}" if store.endpoint_url else "")
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
@@ -72,7 +72,7 @@ def storage_error(exc: Exception, store: ObjectStorage) -> SlipwayError:
     return SlipwayError(f"S3 error on {where}: {exc}")
 
 
-def check_bucket(client: S3Client, store: ObjectStorage) -> None:
+def check_bucket(client: S3Client, store: StorageSettings) -> None:
     """Fail early, in one line, when the bucket is missing or the credentials are wrong."""
     try:
         client.head_bucket(Bucket=store.bucket)
@@ -124,7 +124,7 @@ class HashingReader(io.RawIOBase):
 
 
 def upload_stream(
-    client: S3Client, store: ObjectStorage, key: str, reader: HashingReader, content_type: str
+    client: S3Client, store: StorageSettings, key: str, reader: HashingReader, content_type: str
 ) -> None:
     """Multi-part upload of a stream as it is produced; a failure aborts the upload."""
     try:
@@ -140,7 +140,7 @@ def upload_stream(
 
 
 def iter_object(
-    client: S3Client, store: ObjectStorage, key: str, chunk: int = READ_CHUNK
+    client: S3Client, store: StorageSettings, key: str, chunk: int = READ_CHUNK
 ) -> Iterator[bytes]:
     try:
         body = client.get_object(Bucket=store.bucket, Key=key)["Body"]
@@ -149,7 +149,7 @@ def iter_object(
     yield from body.iter_chunks(chunk)
 
 
-def delete_prefix(client: S3Client, store: ObjectStorage, prefix: str) -> int:
+def delete_prefix(client: S3Client, store: StorageSettings, prefix: str) -> int:
     """Delete every object under `prefix` (a backup's folder); returns how many."""
     deleted = 0
     paginator = client.get_paginator("list_objects_v2")
@@ -162,7 +162,7 @@ def delete_prefix(client: S3Client, store: ObjectStorage, prefix: str) -> int:
 
 
 def abort_uploads(
-    client: S3Client, store: ObjectStorage, prefix: str, stale: Callable[[str], bool]
+    client: S3Client, store: StorageSettings, prefix: str, stale: Callable[[str], bool]
 ) -> list[str]:
     """Abort the multi-part uploads under `prefix` whose key `stale` selects; their keys."""
     aborted = []

@@ -18,14 +18,13 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import psycopg
 import zstandard
 
 from blocks.errors import SlipwayError
-from blocks.object_storage import ObjectStorage
-from blocks.postgres import PostgresDatabase
+from blocks.settings import PostgresSettings, StorageSettings
 from tasks import postgres as pg
 from tasks.backup_catalog import (
     DUMP_SUFFIX,
@@ -35,7 +34,13 @@ from tasks.backup_catalog import (
     TableCount,
     backup_folder,
 )
-from tasks.object_storage import HashingReader, iter_object, storage_error, upload_stream
+from tasks.object_storage import (
+    HashingReader,
+    check_bucket,
+    iter_object,
+    storage_error,
+    upload_stream,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -129,8 +134,8 @@ class _Stderr:
 
 
 def dump_to_store(
-    db: PostgresDatabase,
-    store: ObjectStorage,
+    db: PostgresSettings,
+    store: StorageSettings,
     client: S3Client,
     backup_id: str,
     *,
@@ -138,6 +143,7 @@ def dump_to_store(
     level: int = 3,
     threads: int = -1,
     on_progress: Callable[[int, int], None] = lambda done, total: None,
+    cancelled: threading.Event | None = None,
 ) -> DumpResult:
     """Stream `pg_dump -Fc -Z0` of `db` into the store; counts rows in the same snapshot."""
     started = time.monotonic()
@@ -181,7 +187,12 @@ def dump_to_store(
             if code != 0:
                 raise SlipwayError(dump_error(stderr.text(), db))
 
-        raw = CountingReader(proc.stdout, lambda n: on_progress(n, total))
+        def on_read(n: int) -> None:
+            if cancelled is not None and cancelled.is_set():
+                raise SlipwayError("backup cancelled")  # aborts the multi-part upload
+            on_progress(n, total)
+
+        raw = CountingReader(proc.stdout, on_read)
         reader = HashingReader(compressing_reader(raw, compression, level, threads), on_end=on_end)
         try:
             upload_stream(client, store, key, reader, "application/octet-stream")
@@ -205,7 +216,7 @@ def dump_to_store(
     )
 
 
-def dump_error(stderr: str, db: PostgresDatabase) -> str:
+def dump_error(stderr: str, db: PostgresSettings) -> str:
     low = stderr.lower()
     if "server version mismatch" in low or "aborting because of server version" in low:
         return f"pg_dump is older than the server at {db.display()}: install a newer client"
@@ -213,7 +224,7 @@ def dump_error(stderr: str, db: PostgresDatabase) -> str:
 
 
 def dump_globals(
-    db: PostgresDatabase, store: ObjectStorage, client: S3Client, backup_id: str, level: int
+    db: PostgresSettings, store: StorageSettings, client: S3Client, backup_id: str, level: int
 ) -> StoredObject:
     """`pg_dumpall --globals-only` (roles, tablespaces), compressed, beside the dump."""
     with pg.connect(db) as conn:
@@ -251,7 +262,7 @@ def _check_stored(entry: BackupEntry, size: int, digest: str) -> None:
 
 
 def _hashed_plain_chunks(
-    client: S3Client, store: ObjectStorage, entry: BackupEntry
+    client: S3Client, store: StorageSettings, entry: BackupEntry
 ) -> Iterator[bytes]:
     """The dump's decompressed bytes; raises at the end if size or checksum do not match."""
     sha, size = hashlib.sha256(), 0
@@ -276,7 +287,7 @@ def _hashed_plain_chunks(
         )
 
 
-def list_archive(client: S3Client, store: ObjectStorage, entry: BackupEntry) -> list[str]:
+def list_archive(client: S3Client, store: StorageSettings, entry: BackupEntry) -> list[str]:
     """Re-read the whole object (size, checksum) and list its contents with pg_restore."""
     pg_restore = pg.pg_tool("pg_restore")
     proc = subprocess.Popen(
@@ -309,7 +320,7 @@ def list_archive(client: S3Client, store: ObjectStorage, entry: BackupEntry) -> 
 
 
 def download_archive(
-    client: S3Client, store: ObjectStorage, entry: BackupEntry, directory: Path
+    client: S3Client, store: StorageSettings, entry: BackupEntry, directory: Path
 ) -> Path:
     """The decompressed archive as a local file, after its checksum matched (else removed)."""
     path = directory / f"{entry.manifest.id}.pgc"
@@ -323,7 +334,7 @@ def download_archive(
     return path
 
 
-def restore_archive(db: PostgresDatabase, archive: Path, jobs: int) -> None:
+def restore_archive(db: PostgresSettings, archive: Path, jobs: int) -> None:
     """pg_restore into an existing, empty database; stops at the first error."""
     with pg.connect(db) as conn:
         major = pg.server_major(conn)
@@ -357,3 +368,69 @@ def scratch_dir(raw_bytes: int) -> tempfile.TemporaryDirectory[str]:
             f"({free >> 20} MiB free): set TMPDIR to a larger disk"
         )
     return tempfile.TemporaryDirectory(prefix="slipway-restore-")
+
+
+class BackgroundDump:
+    """`dump_to_store` running in a thread of its own, started before Prefect has loaded.
+
+    The `slipway backup` command starts the dump at once and its flow adopts it by backup
+    id (`adopt_dump`): the seconds Prefect takes to import and to create the run are spent
+    dumping. Progress goes to whatever `listener` the adopting task sets.
+    """
+
+    def __init__(
+        self, db: PostgresSettings, store: StorageSettings, backup_id: str, **options: Any
+    ) -> None:
+        self.backup_id = backup_id
+        self.listener: Callable[[int, int], None] = lambda done, total: None
+        self._result: DumpResult | None = None
+        self._error: BaseException | None = None
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(db, store, options), name=f"dump-{backup_id}", daemon=True
+        )
+
+    def _run(self, db: PostgresSettings, store: StorageSettings, options: dict[str, Any]) -> None:
+        try:
+            client = store.client()
+            check_bucket(client, store)  # some S3 servers create a missing bucket on upload
+            self._result = dump_to_store(
+                db,
+                store,
+                client,
+                self.backup_id,
+                on_progress=lambda done, total: self.listener(done, total),
+                cancelled=self._cancel,
+                **options,
+            )
+        except BaseException as exc:  # handed to the adopting task, which raises it
+            self._error = exc
+
+    def result(self) -> DumpResult:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def cancel(self) -> None:
+        """Stop a dump nobody adopted: pg_dump is killed and the upload aborted."""
+        self._cancel.set()
+        self._thread.join()
+
+
+_STARTED: dict[str, BackgroundDump] = {}
+
+
+def prestart_dump(
+    db: PostgresSettings, store: StorageSettings, backup_id: str, **options: Any
+) -> BackgroundDump:
+    dump = BackgroundDump(db, store, backup_id, **options)
+    _STARTED[backup_id] = dump
+    dump._thread.start()
+    return dump
+
+
+def adopt_dump(backup_id: str) -> BackgroundDump | None:
+    """The dump this process already started for `backup_id`, if any."""
+    return _STARTED.pop(backup_id, None)

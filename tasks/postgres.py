@@ -14,7 +14,7 @@ import psycopg
 from psycopg import sql
 
 from blocks.errors import SlipwayError
-from blocks.postgres import PostgresDatabase
+from blocks.settings import PostgresSettings
 from tasks.backup_catalog import TableCount
 
 TABLES_SQL = """
@@ -27,7 +27,7 @@ ORDER BY 1, 2
 """
 
 
-def connect(db: PostgresDatabase, *, autocommit: bool = False) -> psycopg.Connection:
+def connect(db: PostgresSettings, *, autocommit: bool = False) -> psycopg.Connection:
     """Connect, turning libpq's failures into one line that names the problem and the fix."""
     try:
         return psycopg.connect(**db.conninfo(), autocommit=autocommit)
@@ -35,7 +35,7 @@ def connect(db: PostgresDatabase, *, autocommit: bool = False) -> psycopg.Connec
         raise connection_error(exc, db) from exc
 
 
-def connection_error(exc: Exception, db: PostgresDatabase) -> SlipwayError:
+def connection_error(exc: Exception, db: PostgresSettings) -> SlipwayError:
     text = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
     where = db.display()
     low = str(exc).lower()
@@ -123,7 +123,7 @@ def count_rows(conn: psycopg.Connection, tables: Sequence[tuple[str, str]]) -> l
     return counts
 
 
-def table_counts(db: PostgresDatabase) -> list[TableCount]:
+def table_counts(db: PostgresSettings) -> list[TableCount]:
     with connect(db) as conn:
         return count_rows(conn, list_tables(conn))
 
@@ -138,7 +138,7 @@ def database_exists(admin: psycopg.Connection, name: str) -> bool:
     return row is not None
 
 
-def database_has_tables(db: PostgresDatabase) -> bool:
+def database_has_tables(db: PostgresSettings) -> bool:
     with connect(db) as conn:
         return bool(list_tables(conn))
 
@@ -166,12 +166,12 @@ def rename_database(admin: psycopg.Connection, old: str, new: str) -> None:
     )
 
 
-def admin_database(db: PostgresDatabase) -> PostgresDatabase:
+def admin_database(db: PostgresSettings) -> PostgresSettings:
     """The same server, connected to the `postgres` maintenance database."""
     return db.with_database("postgres")
 
 
-def pg_env(db: PostgresDatabase) -> dict[str, str]:
+def pg_env(db: PostgresSettings) -> dict[str, str]:
     """The child environment for libpq tools: inherited, plus the target's PG* variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env.update(db.libpq_env())

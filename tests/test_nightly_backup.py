@@ -45,9 +45,13 @@ def test_nightly_backs_up_verifies_prunes_and_reports(
     artifacts = httpx.post(f"{prefect_server.api_url}/artifacts/filter", json={}).json()
     keys = {a["key"] for a in artifacts}
     assert {"backup-report", "backup-verification", "backups-kept", "backup-progress"} <= keys
-    progress = [a for a in artifacts if a["key"] == "backup-progress"]
-    assert all(float(a["data"]) == 100.0 for a in progress), progress
     report = next(a for a in artifacts if a["key"] == "backup-report" and backup_id in a["data"])
+    progress = [
+        a
+        for a in artifacts
+        if a["key"] == "backup-progress" and a["flow_run_id"] == report["flow_run_id"]
+    ]
+    assert [float(a["data"]) for a in progress] == [100.0]
     assert "compression ratio" in report["data"]
 
 

@@ -110,8 +110,11 @@ class SeaweedS3:
                 f"-master.port={ports['master']}",
                 f"-volume.port={ports['volume']}",
                 f"-filer.port={ports['filer']}",
-                "-master.volumeSizeLimitMB=1024",
-                "-volume.max=0",
+                # Every bucket reserves 7 volumes: with the size-derived default count,
+                # writes fail ("InternalError") once about ten buckets exist. Small,
+                # numerous volumes hold a suite's worth of buckets; large objects span them.
+                "-master.volumeSizeLimitMB=128",
+                "-volume.max=2000",
                 "-s3.port.iceberg=0",
                 "-s3.port.lance=0",
                 "-master.telemetry=false",

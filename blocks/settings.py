@@ -1,0 +1,177 @@
+"""Typed settings for the systems Slipway talks to, as plain models without Prefect.
+
+The blocks in this package extend them (adding Prefect's storage and UI); the streaming
+code in `tasks/` takes them directly, so a backup can start before Prefect has loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import quote, unquote, urlsplit
+
+import boto3
+from botocore.config import Config
+from pydantic import BaseModel, Field, SecretStr
+
+from blocks.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+class PostgresSettings(BaseModel):
+    """Connection settings for one PostgreSQL database; the password is a secret."""
+
+    host: str = Field(default="localhost", description="Server host name or address.")
+    port: int = Field(default=5432, description="Server port.")
+    database: str = Field(description="Database name.")
+    user: str = Field(default="postgres", description="Role to connect as.")
+    password: SecretStr | None = Field(default=None, description="Role password.")
+    sslmode: str | None = Field(
+        default=None, description="libpq sslmode (require, verify-full...)."
+    )
+
+    @classmethod
+    def from_url(cls, url: str) -> Self:
+        """Parse `postgresql://user[:password]@host[:port]/database[?sslmode=...]`."""
+        parts = urlsplit(url)
+        if parts.scheme not in {"postgres", "postgresql"} or not parts.path.strip("/"):
+            raise ConfigError(
+                "database URL must look like postgresql://user@host:5432/dbname "
+                "(put the password in PGPASSWORD or the block, not on the command line)"
+            )
+        query = dict(q.split("=", 1) for q in parts.query.split("&") if "=" in q)
+        password = unquote(parts.password) if parts.password else os.environ.get("PGPASSWORD")
+        return cls(
+            host=parts.hostname or "localhost",
+            port=parts.port or 5432,
+            database=unquote(parts.path.strip("/")),
+            user=unquote(parts.username)
+            if parts.username
+            else os.environ.get("PGUSER", "postgres"),
+            password=SecretStr(password) if password else None,
+            sslmode=query.get("sslmode"),
+        )
+
+    @classmethod
+    def from_env(cls) -> Self:
+        url = os.environ.get("DATABASE_URL")
+        if not url:
+            raise ConfigError("no database configured: set DATABASE_URL or pass a block name")
+        return cls.from_url(url)
+
+    def with_database(self, database: str) -> Self:
+        """The same server and credentials, another database."""
+        return self.model_copy(update={"database": database})
+
+    def conninfo(self) -> dict[str, Any]:
+        """Keyword arguments for `psycopg.connect` (password included; never log these)."""
+        kwargs: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "dbname": self.database,
+            "user": self.user,
+            "connect_timeout": 10,
+            "application_name": "slipway",
+        }
+        if self.password is not None:
+            kwargs["password"] = self.password.get_secret_value()
+        if self.sslmode:
+            kwargs["sslmode"] = self.sslmode
+        return kwargs
+
+    def libpq_env(self) -> dict[str, str]:
+        """Environment for pg_dump/pg_restore: the password goes here, never into argv."""
+        env = {
+            "PGHOST": self.host,
+            "PGPORT": str(self.port),
+            "PGUSER": self.user,
+            "PGDATABASE": self.database,
+            "PGAPPNAME": "slipway",
+            "PGCONNECT_TIMEOUT": "10",
+        }
+        if self.password is not None:
+            env["PGPASSWORD"] = self.password.get_secret_value()
+        if self.sslmode:
+            env["PGSSLMODE"] = self.sslmode
+        return env
+
+    def display(self) -> str:
+        """Where this database is, safe to log."""
+        return f"postgresql://{quote(self.user)}@{self.host}:{self.port}/{quote(self.database)}"
+
+
+class StorageSettings(BaseModel):
+    """An S3-compatible bucket and prefix with its own endpoint and credentials.
+
+    Without keys, boto3's default chain applies (environment, profile, instance role).
+    """
+
+    bucket: str = Field(description="Bucket name.")
+    prefix: str = Field(
+        default="", description="Key prefix inside the bucket, e.g. 'backups/prod'."
+    )
+    endpoint_url: str | None = Field(default=None, description="S3 endpoint (MinIO: its URL).")
+    region: str | None = Field(default=None, description="Region (AWS); MinIO accepts any.")
+    access_key_id: str | None = Field(default=None, description="Access key id.")
+    secret_access_key: SecretStr | None = Field(default=None, description="Secret access key.")
+
+    @classmethod
+    def from_url(cls, url: str) -> Self:
+        """`s3://bucket/prefix`, endpoint and credentials from the AWS SDK's variables."""
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise ConfigError(f"backup URL {url!r} must look like s3://bucket/prefix")
+        secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
+        return cls(
+            bucket=parts.netloc,
+            prefix=parts.path.strip("/"),
+            endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL"),
+            region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+            access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
+            secret_access_key=SecretStr(secret) if secret else None,
+        )
+
+    @classmethod
+    def from_env(cls) -> Self:
+        url = os.environ.get("SLIPWAY_BACKUP_URL")
+        if not url:
+            raise ConfigError(
+                "no backup store configured: set SLIPWAY_BACKUP_URL=s3://bucket/prefix "
+                "or pass a block name"
+            )
+        return cls.from_url(url)
+
+    def key(self, *parts: str) -> str:
+        """A key under this store's prefix."""
+        return "/".join(p.strip("/") for p in (self.prefix, *parts) if p.strip("/"))
+
+    def url(self, *parts: str) -> str:
+        return f"s3://{self.bucket}/{self.key(*parts)}"
+
+    def client(self) -> S3Client:
+        session = boto3.session.Session(
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=(
+                self.secret_access_key.get_secret_value() if self.secret_access_key else None
+            ),
+            region_name=self.region or "us-east-1",
+        )
+        return session.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            config=Config(
+                s3={
+                    "addressing_style": "path" if self.endpoint_url else "auto",
+                    # Parts carry a CRC32 and the whole dump a sha256 of our own: a second
+                    # sha256 pass for SigV4 (botocore's default over plain HTTP) adds nothing.
+                    "payload_signing_enabled": False,
+                },
+                retries={"mode": "standard", "max_attempts": 5},
+                connect_timeout=10,
+                read_timeout=120,
+                max_pool_connections=16,
+            ),
+        )
