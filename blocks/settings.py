@@ -1,7 +1,7 @@
 """Typed settings for the systems Slipway talks to, as plain models without Prefect.
 
-The blocks in this package extend them (adding Prefect's storage and UI); the streaming
-code in `tasks/` takes them directly, so a backup can start before Prefect has loaded.
+The blocks in this package extend them (adding Prefect's storage and UI); the code in
+`tasks/` takes these typed settings, whichever way they were configured.
 """
 
 from __future__ import annotations

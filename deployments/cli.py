@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Callable
 from importlib.metadata import version
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
 
@@ -23,9 +23,6 @@ app = typer.Typer(
 )
 backups_app = typer.Typer(help="The backups in the store.", no_args_is_help=True)
 app.add_typer(backups_app, name="backups")
-
-if TYPE_CHECKING:
-    from tasks.pg_backup import BackgroundDump
 
 T = TypeVar("T")
 
@@ -75,22 +72,6 @@ def _run(call: Callable[[], T], verbose: bool) -> T:
     raise AssertionError("unreachable")
 
 
-def _prestart_dump(backup_id: str, **options: Any) -> BackgroundDump | None:
-    """Start the dump from the environment's configuration before Prefect loads.
-
-    Configuration errors are left for the flow, which reports them in its own words.
-    """
-    from blocks.errors import SlipwayError
-    from blocks.settings import PostgresSettings, StorageSettings
-    from tasks.pg_backup import prestart_dump
-
-    try:
-        db, store = PostgresSettings.from_env(), StorageSettings.from_env()
-    except SlipwayError:
-        return None
-    return prestart_dump(db, store, backup_id, **options)
-
-
 def _print(data: Any, as_json: bool, text: str) -> None:
     typer.echo(json.dumps(data, default=str) if as_json else text)
 
@@ -116,35 +97,24 @@ def backup(
     verbose: VerboseOpt = False,
 ) -> None:
     """Back up the database to the backup store; prints the new backup's id."""
-    from tasks.backup_catalog import Compression, new_backup_id
+    from flows.backup import backup_database
+    from tasks.backup_catalog import Compression
 
     if compression not in ("zstd", "gzip"):
         _fail(f"unknown compression {compression!r}: use zstd or gzip")
     chosen = cast(Compression, compression)
-    backup_id = new_backup_id()
-    early = None
-    if database_block is None and store_block is None:
-        early = _prestart_dump(backup_id, compression=chosen, level=level, threads=threads)
-    from flows.backup import backup_database  # imports Prefect: seconds the dump already uses
-
-    try:
-        m = _run(
-            lambda: backup_database(
-                database_block,
-                store_block,
-                chosen,
-                level,
-                threads,
-                globals_,
-                app_version,
-                None,
-                backup_id,
-            ),
-            verbose,
-        )
-    finally:
-        if early is not None:
-            early.cancel()  # a no-op once the flow adopted and finished it
+    m = _run(
+        lambda: backup_database(
+            database_block,
+            store_block,
+            chosen,
+            level,
+            threads,
+            globals_,
+            app_version,
+        ),
+        verbose,
+    )
     _print(
         m,
         as_json,

@@ -30,7 +30,7 @@ from tasks.backup_catalog import (
     write_json,
 )
 from tasks.object_storage import abort_uploads, check_bucket, delete_prefix
-from tasks.pg_backup import adopt_dump, dump_globals, dump_to_store
+from tasks.pg_backup import dump_globals, dump_to_store
 
 
 class ProgressArtifact:
@@ -117,21 +117,16 @@ def dump_task(
     started_at, t0 = utcnow(), time.monotonic()
     logger.info("dumping %s to %s", db.display(), store.url("postgres", db.database, backup_id))
     with ProgressArtifact(f"pg_dump of {db.database}") as progress:
-        running = adopt_dump(backup_id)
-        if running is not None:
-            running.listener = progress.record
-            result = running.result()
-        else:
-            result = dump_to_store(
-                db,
-                store,
-                client,
-                backup_id,
-                compression=compression,
-                level=level,
-                threads=threads,
-                on_progress=progress.record,
-            )
+        result = dump_to_store(
+            db,
+            store,
+            client,
+            backup_id,
+            compression=compression,
+            level=level,
+            threads=threads,
+            on_progress=progress.record,
+        )
     globals_obj = dump_globals(db, store, client, backup_id, level) if include_globals else None
     manifest = Manifest(
         id=backup_id,
@@ -190,20 +185,18 @@ def backup_database(
     include_globals: bool = False,
     app_version: str | None = None,
     tags: dict[str, str] | None = None,
-    backup_id: str | None = None,
 ) -> dict[str, Any]:
     """Back up one PostgreSQL database to the backup store.
 
     database_block / store_block: saved block names; empty means DATABASE_URL and
     SLIPWAY_BACKUP_URL with the AWS variables. compression: zstd (default) or gzip.
-    backup_id: set by `slipway backup` when it started the dump itself; leave empty.
     """
     db = PostgresDatabase.resolve(database_block)
     store = ObjectStorage.resolve(store_block)
     if compression not in ("zstd", "gzip"):
         raise SlipwayError(f"unknown compression {compression!r}: use zstd or gzip")
     check_bucket(store.client(), store)
-    backup_id = backup_id or new_backup_id()
+    backup_id = new_backup_id()
     # Leftovers of killed backups are cleaned while this one dumps.
     cleaning = clean_incomplete.submit(store, db.database, backup_id)
     try:

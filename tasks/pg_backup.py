@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 import psycopg
 import zstandard
@@ -36,7 +36,6 @@ from tasks.backup_catalog import (
 )
 from tasks.object_storage import (
     HashingReader,
-    check_bucket,
     iter_object,
     storage_error,
     upload_stream,
@@ -143,7 +142,6 @@ def dump_to_store(
     level: int = 3,
     threads: int = -1,
     on_progress: Callable[[int, int], None] = lambda done, total: None,
-    cancelled: threading.Event | None = None,
 ) -> DumpResult:
     """Stream `pg_dump -Fc -Z0` of `db` into the store; counts rows in the same snapshot."""
     started = time.monotonic()
@@ -187,12 +185,7 @@ def dump_to_store(
             if code != 0:
                 raise SlipwayError(dump_error(stderr.text(), db))
 
-        def on_read(n: int) -> None:
-            if cancelled is not None and cancelled.is_set():
-                raise SlipwayError("backup cancelled")  # aborts the multi-part upload
-            on_progress(n, total)
-
-        raw = CountingReader(proc.stdout, on_read)
+        raw = CountingReader(proc.stdout, lambda n: on_progress(n, total))
         reader = HashingReader(compressing_reader(raw, compression, level, threads), on_end=on_end)
         try:
             upload_stream(client, store, key, reader, "application/octet-stream")
@@ -368,69 +361,3 @@ def scratch_dir(raw_bytes: int) -> tempfile.TemporaryDirectory[str]:
             f"({free >> 20} MiB free): set TMPDIR to a larger disk"
         )
     return tempfile.TemporaryDirectory(prefix="slipway-restore-")
-
-
-class BackgroundDump:
-    """`dump_to_store` running in a thread of its own, started before Prefect has loaded.
-
-    The `slipway backup` command starts the dump at once and its flow adopts it by backup
-    id (`adopt_dump`): the seconds Prefect takes to import and to create the run are spent
-    dumping. Progress goes to whatever `listener` the adopting task sets.
-    """
-
-    def __init__(
-        self, db: PostgresSettings, store: StorageSettings, backup_id: str, **options: Any
-    ) -> None:
-        self.backup_id = backup_id
-        self.listener: Callable[[int, int], None] = lambda done, total: None
-        self._result: DumpResult | None = None
-        self._error: BaseException | None = None
-        self._cancel = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(db, store, options), name=f"dump-{backup_id}", daemon=True
-        )
-
-    def _run(self, db: PostgresSettings, store: StorageSettings, options: dict[str, Any]) -> None:
-        try:
-            client = store.client()
-            check_bucket(client, store)  # some S3 servers create a missing bucket on upload
-            self._result = dump_to_store(
-                db,
-                store,
-                client,
-                self.backup_id,
-                on_progress=lambda done, total: self.listener(done, total),
-                cancelled=self._cancel,
-                **options,
-            )
-        except BaseException as exc:  # handed to the adopting task, which raises it
-            self._error = exc
-
-    def result(self) -> DumpResult:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result
-
-    def cancel(self) -> None:
-        """Stop a dump nobody adopted: pg_dump is killed and the upload aborted."""
-        self._cancel.set()
-        self._thread.join()
-
-
-_STARTED: dict[str, BackgroundDump] = {}
-
-
-def prestart_dump(
-    db: PostgresSettings, store: StorageSettings, backup_id: str, **options: Any
-) -> BackgroundDump:
-    dump = BackgroundDump(db, store, backup_id, **options)
-    _STARTED[backup_id] = dump
-    dump._thread.start()
-    return dump
-
-
-def adopt_dump(backup_id: str) -> BackgroundDump | None:
-    """The dump this process already started for `backup_id`, if any."""
-    return _STARTED.pop(backup_id, None)
