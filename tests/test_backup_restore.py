@@ -31,6 +31,19 @@ SLIPWAY = [sys.executable, "-m", "deployments.cli"]
 REPO = Path(__file__).resolve().parent.parent
 
 
+def slipway(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run the `slipway` command line with exactly this environment."""
+    return subprocess.run(
+        [*SLIPWAY, *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
 @dataclass
 class Env:
     pg: PostgresInfo
@@ -42,15 +55,7 @@ class Env:
     def run(
         self, *args: str, extra: dict[str, str] | None = None, check: bool = False
     ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [*SLIPWAY, *args],
-            env={**self.vars, **(extra or {})},
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        proc = slipway(*args, env={**self.vars, **(extra or {})})
         if check and proc.returncode != 0:
             raise AssertionError(f"slipway {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
         return proc
@@ -271,15 +276,7 @@ def test_bad_input_one_line_error_and_no_manifest(env: Env, case: str) -> None:
     elif case == "bad-url":
         extra, needles = {"SLIPWAY_BACKUP_URL": "bucket-without-scheme"}, ("s3://bucket/prefix",)
     vars_ = {k: v for k, v in {**env.vars, **extra}.items() if v != ""}
-    proc = subprocess.run(
-        [*SLIPWAY, "backup"],
-        env=vars_,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = slipway("backup", env=vars_)
     _one_line_error(proc, *needles)
     assert not [k for k in _keys(env) if k.endswith("manifest.json")]
 
@@ -400,15 +397,7 @@ def test_backup_from_saved_blocks(env: Env) -> None:
         for k, v in env.vars.items()
         if not k.startswith(("AWS_", "PG", "DATABASE_URL", "SLIPWAY_"))
     }
-    out = subprocess.run(
-        [*SLIPWAY, "backup", "--database-block", name, "--store-block", name, "--json"],
-        env=bare,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    out = slipway("backup", "--database-block", name, "--store-block", name, "--json", env=bare)
     assert out.returncode == 0, out.stderr
     key = json.loads(out.stdout)["dump"]["key"]
     assert key.startswith(f"from-blocks/postgres/{env.database}/")
@@ -421,13 +410,7 @@ def test_backup_from_saved_blocks(env: Env) -> None:
     assert env.pg.password not in dumped
     assert env.s3.secret_key not in dumped
 
-    missing = subprocess.run(
-        [*SLIPWAY, "backup", "--database-block", "no-such-block", "--store-block", name],
-        env=bare,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    missing = slipway(
+        "backup", "--database-block", "no-such-block", "--store-block", name, env=bare
     )
     _one_line_error(missing, "no-such-block")
