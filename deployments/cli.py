@@ -60,9 +60,13 @@ def _run(call: Callable[[], T], verbose: bool) -> T:
     from blocks.errors import SlipwayError
 
     if not verbose:
+        from prefect.logging.handlers import PrefectConsoleHandler
+
         # The flow's own logs still reach the Prefect API; the terminal gets the outcome.
-        for handler in logging.getLogger("prefect").handlers:
-            handler.setLevel(logging.CRITICAL)
+        for logger in (logging.getLogger(), logging.getLogger("prefect")):
+            for handler in logger.handlers:
+                if isinstance(handler, PrefectConsoleHandler):
+                    handler.setLevel(logging.CRITICAL)
     try:
         return call()
     except SlipwayError as exc:
