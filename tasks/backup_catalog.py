@@ -81,10 +81,6 @@ class Manifest(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict)
 
     @property
-    def compressed_bytes(self) -> int:
-        return self.dump.size
-
-    @property
     def created_at(self) -> datetime:
         return backup_time(self.id)
 

@@ -7,6 +7,7 @@ once) and returns its connection info; `Harness.stop()` stops everything in reve
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,14 +39,14 @@ class Harness:
         self._started: dict[str, tuple[Service, Future[Any]]] = {}
 
     def _make(self, name: str) -> Service:
-        makers: dict[str, Service] = {
-            "postgres": PostgresServer(self.session_dir),
-            "s3": SeaweedS3(self.session_dir),
-            "docker": DockerEngine(self.session_dir),
-            "ssh": SshServer(self.session_dir),
-            "prefect": PrefectServer(self.session_dir, self.prefect_home),
+        makers: dict[str, Callable[[], Service]] = {
+            "postgres": lambda: PostgresServer(self.session_dir),
+            "s3": lambda: SeaweedS3(self.session_dir),
+            "docker": lambda: DockerEngine(self.session_dir),
+            "ssh": lambda: SshServer(self.session_dir),
+            "prefect": lambda: PrefectServer(self.session_dir, self.prefect_home),
         }
-        return makers[name]
+        return makers[name]()
 
     def start_async(self, *names: str) -> None:
         with self._lock:

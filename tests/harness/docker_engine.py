@@ -55,7 +55,7 @@ class DockerEngine:
             info = DockerInfo(existing, started_here=False)
         else:
             info = self._start_dockerd()
-        build_base_image(info.client(), self.session_dir / "docker-build")
+        build_base_image(info.client())
         return info
 
     def _start_dockerd(self) -> DockerInfo:
@@ -93,9 +93,11 @@ class DockerEngine:
     def stop(self) -> None:
         if self.proc is None:
             return
-        info = DockerInfo(f"unix://{self.session_dir / 'docker' / 'docker.sock'}", True)
-        try:  # containers first, so dockerd's shutdown has nothing to wait for
-            for container in info.client().containers.list(all=True):
+        # Containers first, so dockerd's shutdown has nothing to wait for. The socket path,
+        # not a saved DockerInfo: this also runs while start() is still waiting for dockerd.
+        try:
+            host = f"unix://{self.session_dir / 'docker' / 'docker.sock'}"
+            for container in DockerInfo(host, True).client().containers.list(all=True):
                 container.remove(force=True)
         except DockerException:
             pass
@@ -146,8 +148,7 @@ def build_image(
     client.images.build(fileobj=buf, custom_context=True, tag=tag, rm=True, forcerm=True)
 
 
-def build_base_image(client: docker.DockerClient, workdir: Path) -> None:
-    del workdir  # the context is built in memory
+def build_base_image(client: docker.DockerClient) -> None:
     build_image(
         client,
         BASE_IMAGE,

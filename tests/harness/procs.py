@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -166,8 +167,6 @@ def new_session_dir(base: Path) -> Path:
     """Create this session's directory, after reaping what dead sessions left behind."""
     reap_stale_sessions(base)
     base.mkdir(parents=True, exist_ok=True)
-    import tempfile
-
     session = Path(tempfile.mkdtemp(prefix=SESSION_PREFIX, dir=base))
     # Services that drop privileges (PostgreSQL as `postgres`) must traverse this directory.
     session.chmod(0o755)
