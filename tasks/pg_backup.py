@@ -8,6 +8,7 @@ produced. Row counts are taken in the very snapshot pg_dump uses, so a drill can
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import shutil
 import subprocess
@@ -47,25 +48,34 @@ if TYPE_CHECKING:
 PIPE_CHUNK = 1024 * 1024
 
 
-class CountingReader:
-    """Counts the bytes read from a stream (pg_dump's raw output size)."""
+class PipeReader:
+    """Reads a child's pipe into one reused buffer, counting bytes (pg_dump's raw size).
+
+    `FileIO.read(n)` allocates n bytes per call and shrinks them to the 64 KiB a pipe
+    holds: for a 1 GiB dump that costs seconds of CPU. A 1 MiB pipe read with `readinto`
+    costs a fraction of that.
+    """
 
     def __init__(self, source: IO[bytes], on_read: Callable[[int], None]) -> None:
         self._source = source
         self._on_read = on_read
+        self._view = memoryview(bytearray(PIPE_CHUNK))
         self.count = 0
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            fcntl.fcntl(source.fileno(), fcntl.F_SETPIPE_SZ, PIPE_CHUNK)
 
     def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
-        self.count += len(data)
+        view = self._view if size < 0 else self._view[: min(size, PIPE_CHUNK)]
+        n = self._source.readinto(view) or 0  # type: ignore[attr-defined]
+        self.count += n
         self._on_read(self.count)
-        return data
+        return bytes(view[:n])
 
 
 class GzipReader:
     """A readable gzip stream over a readable source (zlib releases the GIL)."""
 
-    def __init__(self, source: CountingReader, level: int) -> None:
+    def __init__(self, source: PipeReader, level: int) -> None:
         self._source = source
         self._zlib = zlib.compressobj(level, zlib.DEFLATED, 31)
         self._buf = b""
@@ -86,7 +96,7 @@ class GzipReader:
 
 
 def compressing_reader(
-    source: CountingReader, compression: Compression, level: int, threads: int
+    source: PipeReader, compression: Compression, level: int, threads: int
 ) -> IO[bytes]:
     if compression == "zstd":
         cctx = zstandard.ZstdCompressor(level=level, threads=threads)
@@ -185,7 +195,7 @@ def dump_to_store(
             if code != 0:
                 raise SlipwayError(dump_error(stderr.text(), db))
 
-        raw = CountingReader(proc.stdout, lambda n: on_progress(n, total))
+        raw = PipeReader(proc.stdout, lambda n: on_progress(n, total))
         reader = HashingReader(compressing_reader(raw, compression, level, threads), on_end=on_end)
         try:
             upload_stream(client, store, key, reader, "application/octet-stream")
