@@ -118,20 +118,48 @@ class StorageSettings(BaseModel):
     secret_access_key: SecretStr | None = Field(default=None, description="Secret access key.")
 
     @classmethod
-    def from_url(cls, url: str) -> Self:
-        """`s3://bucket/prefix`, endpoint and credentials from the AWS SDK's variables."""
+    def from_url(cls, url: str, env_prefix: str = "AWS_") -> Self:
+        """`s3://bucket/prefix`, endpoint and credentials from the environment.
+
+        `env_prefix` "AWS_" reads the AWS SDK's variables; "SLIPWAY_SOURCE_" reads
+        SLIPWAY_SOURCE_ENDPOINT_URL, _ACCESS_KEY_ID, _SECRET_ACCESS_KEY and _REGION (the
+        app's MinIO), each falling back to its AWS_ counterpart when unset.
+        """
         parts = urlsplit(url)
         if parts.scheme != "s3" or not parts.netloc:
-            raise ConfigError(f"backup URL {url!r} must look like s3://bucket/prefix")
-        secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
+            raise ConfigError(f"S3 URL {url!r} must look like s3://bucket/prefix")
+
+        def var(*names: str) -> str | None:
+            prefixes = [env_prefix] if env_prefix == "AWS_" else [env_prefix, "AWS_"]
+            for prefix in prefixes:
+                for name in names:
+                    if value := os.environ.get(prefix + name):
+                        return value
+            return None
+
+        secret = var("SECRET_ACCESS_KEY")
         return cls(
             bucket=parts.netloc,
             prefix=parts.path.strip("/"),
-            endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3")
-            or os.environ.get("AWS_ENDPOINT_URL"),
-            region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
-            access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
+            endpoint_url=var("ENDPOINT_URL_S3", "ENDPOINT_URL"),
+            region=var("REGION", "DEFAULT_REGION"),
+            access_key_id=var("ACCESS_KEY_ID"),
             secret_access_key=SecretStr(secret) if secret else None,
+        )
+
+    def at(self, url: str) -> Self:
+        """The same endpoint and credentials, another `s3://bucket/prefix`."""
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise ConfigError(f"S3 URL {url!r} must look like s3://bucket/prefix")
+        return self.model_copy(update={"bucket": parts.netloc, "prefix": parts.path.strip("/")})
+
+    def same_endpoint(self, other: StorageSettings) -> bool:
+        """Whether a server-side copy between the two can work (same server, same keys)."""
+        return (self.endpoint_url or "", self.access_key_id or "", self.region or "") == (
+            other.endpoint_url or "",
+            other.access_key_id or "",
+            other.region or "",
         )
 
     @classmethod
@@ -151,7 +179,8 @@ class StorageSettings(BaseModel):
     def url(self, *parts: str) -> str:
         return f"s3://{self.bucket}/{self.key(*parts)}"
 
-    def client(self) -> S3Client:
+    def client(self, max_connections: int = 16) -> S3Client:
+        """A boto3 client for this endpoint; `max_connections` bounds concurrent requests."""
         session = boto3.session.Session(
             aws_access_key_id=self.access_key_id,
             aws_secret_access_key=(
@@ -172,6 +201,6 @@ class StorageSettings(BaseModel):
                 retries={"mode": "standard", "max_attempts": 5},
                 connect_timeout=10,
                 read_timeout=120,
-                max_pool_connections=16,
+                max_pool_connections=max_connections,
             ),
         )

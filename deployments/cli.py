@@ -258,5 +258,103 @@ def prune(
     _print(r, as_json, r["plan"])
 
 
+SourceBlockOpt = Annotated[
+    str | None,
+    typer.Option(help="ObjectStorage block for the app's side (default: SLIPWAY_SOURCE_*)."),
+]
+
+
+@app.command("mirror")
+def mirror_cmd(
+    source: Annotated[str, typer.Argument(help="s3://bucket/prefix (the app's) or a directory.")],
+    destination: Annotated[str, typer.Argument(help="s3://bucket/prefix or a directory.")],
+    delete: Annotated[
+        bool, typer.Option("--delete", help="Also delete what the source no longer has.")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
+    source_block: SourceBlockOpt = None,
+    destination_block: Annotated[
+        str | None, typer.Option(help="ObjectStorage block for the destination (default: AWS_*).")
+    ] = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Copy what is new or changed from SOURCE to DESTINATION."""
+    from flows.mirror import mirror_bucket
+
+    r = _run(
+        lambda: mirror_bucket(
+            source, destination, delete, dry_run, source_block, destination_block
+        ),
+        verbose,
+    )
+    text = (
+        f"{r['copied']} copied ({int(r['copied_bytes']) / 1048576:.1f} MiB), "
+        f"{r['deleted']} deleted, {r['unchanged']} unchanged in {r['seconds']:.1f} s"
+    )
+    _print(r, as_json, r["plan"] if dry_run else text)
+
+
+@app.command()
+def snapshot(
+    bucket_url: Annotated[str, typer.Argument(help="s3://bucket/prefix (the app's) or a dir.")],
+    name: Annotated[
+        str | None, typer.Option(help="Folder in the store (default: the bucket's name).")
+    ] = None,
+    level: Annotated[int, typer.Option(help="zstd level.")] = 3,
+    source_block: SourceBlockOpt = None,
+    store_block: StoreBlockOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Archive a bucket (or prefix) into the backup store as one point-in-time snapshot."""
+    from flows.snapshot import snapshot_bucket
+
+    r = _run(lambda: snapshot_bucket(bucket_url, name, level, source_block, store_block), verbose)
+    _print(
+        r,
+        as_json,
+        f"{r['name']}@{r['id']}  {r['object_count']} objects, "
+        f"{int(r['archive']['size']) / 1048576:.1f} MiB in {r['duration_seconds']:.1f} s",
+    )
+
+
+@app.command("restore-files")
+def restore_files_cmd(
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="MIRROR|NAME@SNAPSHOT",
+            help="A mirror (s3://bucket/prefix or a directory) or a snapshot: NAME@ID, "
+            "NAME@latest.",
+        ),
+    ],
+    destination: Annotated[str, typer.Argument(help="s3://bucket/prefix (the app's) or a dir.")],
+    prefix: Annotated[str, typer.Option(help="Only the objects under this key prefix.")] = "",
+    mirror_block: Annotated[
+        str | None, typer.Option(help="ObjectStorage block of the mirror (default: AWS_*).")
+    ] = None,
+    destination_block: SourceBlockOpt = None,
+    store_block: StoreBlockOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Put objects back from a mirror or a snapshot, each checked against its checksum."""
+    from flows.restore_files import restore_files
+
+    r = _run(
+        lambda: restore_files(
+            source, destination, prefix, mirror_block, destination_block, store_block
+        ),
+        verbose,
+    )
+    _print(
+        r,
+        as_json,
+        f"{r['restored']} objects ({int(r['restored_bytes']) / 1048576:.1f} MiB) restored "
+        f"from {r['source']} into {r['destination']}",
+    )
+
+
 if __name__ == "__main__":
     app()

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import contextvars
-import threading
 import time
 from typing import Any
-from uuid import UUID
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import (
-    create_markdown_artifact,
-    create_progress_artifact,
-    update_progress_artifact,
-)
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from blocks.errors import SlipwayError
 from blocks.object_storage import ObjectStorage
 from blocks.postgres import PostgresDatabase
+from flows.progress import ProgressArtifact
 from tasks.backup_catalog import (
     MANIFEST,
     Compression,
@@ -31,49 +25,6 @@ from tasks.backup_catalog import (
 )
 from tasks.object_storage import abort_uploads, check_bucket, delete_prefix
 from tasks.pg_backup import dump_globals, dump_to_store
-
-
-class ProgressArtifact:
-    """A progress artifact updated every few seconds from a thread of its own.
-
-    The dump's read path only records numbers: API calls there would slow the stream, and
-    its threads (boto3's) lack the run's Prefect context.
-    """
-
-    def __init__(self, description: str, every: float = 5.0) -> None:
-        self.description = description
-        self.every = every
-        self.done = self.total = 0
-        self._stop = threading.Event()
-        self._id: UUID | None = None
-        self._thread: threading.Thread | None = None
-
-    def record(self, done: int, total: int) -> None:
-        self.done, self.total = done, total
-
-    def _percent(self) -> float:
-        return min(99.0, 100.0 * self.done / self.total) if self.total else 0.0
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every):
-            if self._id:
-                update_progress_artifact(self._id, self._percent())  # type: ignore[arg-type]
-
-    def __enter__(self) -> ProgressArtifact:
-        self._id = create_progress_artifact(  # type: ignore[assignment]
-            progress=0.0, key="backup-progress", description=self.description
-        )
-        context = contextvars.copy_context()
-        self._thread = threading.Thread(target=context.run, args=(self._loop,), daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
-        if self._id and exc[0] is None:
-            update_progress_artifact(self._id, 100.0)  # type: ignore[arg-type]
 
 
 def _mib(n: int) -> str:
@@ -116,7 +67,7 @@ def dump_task(
     client = store.client()
     started_at, t0 = utcnow(), time.monotonic()
     logger.info("dumping %s to %s", db.display(), store.url("postgres", db.database, backup_id))
-    with ProgressArtifact(f"pg_dump of {db.database}") as progress:
+    with ProgressArtifact("backup-progress", f"pg_dump of {db.database}") as progress:
         result = dump_to_store(
             db,
             store,

@@ -106,7 +106,7 @@ def backup_folder(store: StorageSettings, database: str, backup_id: str) -> str:
     return store.key("postgres", database, backup_id)
 
 
-def _read_json(client: S3Client, bucket: str, key: str) -> dict[str, object] | None:
+def read_json(client: S3Client, bucket: str, key: str) -> dict[str, object] | None:
     try:
         body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     except client.exceptions.NoSuchKey:
@@ -126,7 +126,12 @@ def write_json(client: S3Client, store: StorageSettings, key: str, model: BaseMo
 
 def list_folders(client: S3Client, store: StorageSettings, database: str) -> dict[str, set[str]]:
     """Backup id -> names of the objects in its folder (complete or not)."""
-    root = store.key("postgres", database) + "/"
+    return folders_under(client, store, store.key("postgres", database))
+
+
+def folders_under(client: S3Client, store: StorageSettings, root: str) -> dict[str, set[str]]:
+    """Folder name -> names of the objects in it, for the folders directly under `root`."""
+    root = root.rstrip("/") + "/"
     folders: dict[str, set[str]] = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=root):
         for obj in page.get("Contents", []):
@@ -142,10 +147,10 @@ def list_backups(client: S3Client, store: StorageSettings, database: str) -> lis
         if MANIFEST not in names:
             continue
         folder = backup_folder(store, database, backup_id)
-        raw = _read_json(client, store.bucket, f"{folder}/{MANIFEST}")
+        raw = read_json(client, store.bucket, f"{folder}/{MANIFEST}")
         if raw is None:
             continue
-        ver = _read_json(client, store.bucket, f"{folder}/{VERIFICATION}")
+        ver = read_json(client, store.bucket, f"{folder}/{VERIFICATION}")
         entries.append(
             BackupEntry(
                 manifest=Manifest.model_validate(raw),

@@ -96,6 +96,13 @@ def s3() -> S3Info:
 
 
 @pytest.fixture(scope="session")
+def s3b() -> S3Info:
+    """A second S3 server: another endpoint with other credentials."""
+    info: S3Info = _service("s3b")
+    return info
+
+
+@pytest.fixture(scope="session")
 def docker_engine() -> DockerInfo:
     """A Docker engine with the busybox test image built; DOCKER_HOST points at it."""
     info: DockerInfo = _service("docker")

@@ -19,7 +19,8 @@ from tests.harness.procs import ServiceUnavailable, new_session_dir, remove_tree
 from tests.harness.s3 import SeaweedS3
 from tests.harness.sshd import SshServer
 
-SERVICES = ("postgres", "s3", "docker", "ssh", "prefect")
+# s3b: a second S3 server, another endpoint with other credentials (cross-endpoint copies).
+SERVICES = ("postgres", "s3", "s3b", "docker", "ssh", "prefect")
 
 __all__ = ["SERVICES", "Harness", "ServiceUnavailable"]
 
@@ -42,6 +43,7 @@ class Harness:
         makers: dict[str, Callable[[], Service]] = {
             "postgres": lambda: PostgresServer(self.session_dir),
             "s3": lambda: SeaweedS3(self.session_dir),
+            "s3b": lambda: SeaweedS3(self.session_dir, name="s3b"),
             "docker": lambda: DockerEngine(self.session_dir),
             "ssh": lambda: SshServer(self.session_dir),
             "prefect": lambda: PrefectServer(self.session_dir, self.prefect_home),

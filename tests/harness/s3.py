@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
+from pydantic import SecretStr
 
+from blocks.settings import StorageSettings
 from tests.harness.procs import ManagedProcess, ServiceUnavailable, free_port, wait_until
 
 if TYPE_CHECKING:
@@ -48,13 +50,25 @@ class S3Info:
             config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard"}),
         )
 
-    def env(self) -> dict[str, str]:
-        """The AWS SDK's standard variables pointing at this server."""
+    def storage(self, bucket: str, prefix: str = "") -> StorageSettings:
+        """Slipway's typed settings for a bucket and prefix on this server."""
+        return StorageSettings(
+            bucket=bucket,
+            prefix=prefix,
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            access_key_id=self.access_key,
+            secret_access_key=SecretStr(self.secret_key),
+        )
+
+    def env(self, prefix: str = "AWS_") -> dict[str, str]:
+        """The AWS SDK's standard variables pointing at this server (or SLIPWAY_SOURCE_ ones)."""
+        endpoint = "ENDPOINT_URL_S3" if prefix == "AWS_" else "ENDPOINT_URL"
         return {
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.secret_key,
-            "AWS_REGION": self.region,
-            "AWS_ENDPOINT_URL_S3": self.endpoint_url,
+            f"{prefix}ACCESS_KEY_ID": self.access_key,
+            f"{prefix}SECRET_ACCESS_KEY": self.secret_key,
+            f"{prefix}REGION": self.region,
+            f"{prefix}{endpoint}": self.endpoint_url,
         }
 
 

@@ -1,0 +1,413 @@
+"""Bucket snapshots: a bucket (or prefix) as one tar + zstd archive in the store, and back.
+
+Layout under the store's prefix, one folder per snapshot:
+    buckets/<name>/<snapshot id>/files.tar.zst   the objects, as a PAX tar, zstd-compressed
+    buckets/<name>/<snapshot id>/manifest.json   written last: keys, sizes, sha256, metadata
+    buckets/<name>/<snapshot id>/verification.json  the latest verification's outcome
+
+The archive streams from the source to the store (no temporary file); a restore checks the
+archive's checksum before writing anything, then each object's against the manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tarfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
+from typing import IO, Literal
+
+import zstandard
+from pydantic import BaseModel, Field
+
+from blocks.errors import SlipwayError
+from blocks.settings import StorageSettings
+from tasks.backup_catalog import (
+    MANIFEST,
+    VERIFICATION,
+    StoredObject,
+    Verification,
+    backup_time,
+    folders_under,
+    read_json,
+    utcnow,
+    write_json,
+)
+from tasks.object_locations import SMALL_OBJECT, AnyLocation, ObjectInfo, ObjectMeta
+from tasks.object_storage import HashingReader, iter_object, storage_error, upload_stream
+from tasks.pg_backup import PipeReader
+
+ARCHIVE = "files.tar.zst"
+PREFETCH = 64  # small objects fetched ahead, concurrently, while the tar is written
+WORKERS = 16
+
+
+class SnapshotObject(BaseModel):
+    key: str
+    size: int
+    sha256: str
+    etag: str = ""
+    headers: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class SnapshotManifest(BaseModel):
+    """What a snapshot is. Written last: an archive without it is not a snapshot."""
+
+    format: int = 1
+    kind: Literal["bucket-snapshot"] = "bucket-snapshot"
+    id: str
+    status: Literal["complete"] = "complete"
+    name: str
+    source: str
+    started_at: datetime
+    finished_at: datetime
+    duration_seconds: float
+    compression_level: int
+    archive: StoredObject
+    object_count: int
+    object_bytes: int
+    objects: list[SnapshotObject]
+
+    @property
+    def created_at(self) -> datetime:
+        return backup_time(self.id)
+
+
+class SnapshotEntry(BaseModel):
+    manifest: SnapshotManifest
+    verification: Verification | None = None
+
+    @property
+    def verified(self) -> bool:
+        return self.verification is not None and self.verification.ok
+
+
+def snapshot_root(store: StorageSettings, name: str) -> str:
+    return store.key("buckets", name)
+
+
+def snapshot_folder(store: StorageSettings, name: str, snapshot_id: str) -> str:
+    return store.key("buckets", name, snapshot_id)
+
+
+def list_snapshots(store: StorageSettings, name: str) -> list[SnapshotEntry]:
+    """Complete snapshots of `name` (those with a manifest), newest first."""
+    client = store.client()
+    entries = []
+    folders = folders_under(client, store, snapshot_root(store, name))
+    for snapshot_id, names in sorted(folders.items(), reverse=True):
+        if MANIFEST not in names:
+            continue
+        folder = snapshot_folder(store, name, snapshot_id)
+        raw = read_json(client, store.bucket, f"{folder}/{MANIFEST}")
+        if raw is None:
+            continue
+        ver = read_json(client, store.bucket, f"{folder}/{VERIFICATION}")
+        entries.append(
+            SnapshotEntry(
+                manifest=SnapshotManifest.model_validate(raw),
+                verification=Verification.model_validate(ver) if ver else None,
+            )
+        )
+    return entries
+
+
+def find_snapshot(store: StorageSettings, name: str, ref: str) -> SnapshotEntry:
+    """A snapshot of `name` by id, or `latest`."""
+    snapshots = list_snapshots(store, name)
+    if not snapshots:
+        raise SlipwayError(
+            f"no snapshots of {name!r} in {store.url('buckets', name)}: run `slipway snapshot`"
+        )
+    if ref == "latest":
+        return snapshots[0]
+    for entry in snapshots:
+        if entry.manifest.id == ref:
+            return entry
+    raise SlipwayError(f"no snapshot {ref!r} of {name!r}: see {store.url('buckets', name)}")
+
+
+def _fetch(src: AnyLocation, obj: ObjectInfo) -> tuple[bytes, ObjectMeta]:
+    stream, meta, _ = src.read(obj.key)
+    with stream:
+        return stream.read(), meta
+
+
+def _objects_in_order(
+    src: AnyLocation, objects: list[ObjectInfo], pool: ThreadPoolExecutor
+) -> Iterator[tuple[ObjectInfo, bytes | None, ObjectMeta | None]]:
+    """Each object in listing order; small ones fetched ahead concurrently, large ones not."""
+    window: deque[tuple[ObjectInfo, Future[tuple[bytes, ObjectMeta]] | None]] = deque()
+    pending = iter(objects)
+
+    def fill() -> None:
+        while len(window) < PREFETCH:
+            obj = next(pending, None)
+            if obj is None:
+                return
+            small = obj.size < SMALL_OBJECT
+            window.append((obj, pool.submit(_fetch, src, obj) if small else None))
+
+    fill()
+    while window:
+        obj, future = window.popleft()
+        fill()
+        if future is None:
+            yield obj, None, None
+        else:
+            data, meta = future.result()
+            yield obj, data, meta
+
+
+class _Sha256Reader:
+    """Hashes what tarfile reads from a stream."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self.sha256 = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.sha256.update(data)
+        return data
+
+
+def _write_tar(
+    src: AnyLocation,
+    objects: list[ObjectInfo],
+    out: IO[bytes],
+    level: int,
+    entries: list[SnapshotObject],
+    on_object: Callable[[int], None],
+) -> None:
+    cctx = zstandard.ZstdCompressor(level=level, threads=-1)
+    with (
+        ThreadPoolExecutor(WORKERS) as pool,
+        cctx.stream_writer(out, closefd=False) as compressed,
+        tarfile.open(fileobj=compressed, mode="w|", format=tarfile.PAX_FORMAT) as tar,  # type: ignore[call-overload]
+    ):
+        for obj, data, meta in _objects_in_order(src, objects, pool):
+            info = tarfile.TarInfo(obj.key)
+            info.mtime = int(obj.modified.timestamp()) if obj.modified else int(time.time())
+            if data is not None and meta is not None:
+                info.size = len(data)
+                digest = hashlib.sha256(data).hexdigest()
+                tar.addfile(info, fileobj=_BytesReader(data))
+            else:
+                stream, meta, head = src.read(obj.key)
+                with stream:
+                    info.size = head.size
+                    reader = _Sha256Reader(stream)
+                    tar.addfile(info, fileobj=reader)  # type: ignore[arg-type]
+                digest = reader.sha256.hexdigest()
+            entries.append(
+                SnapshotObject(
+                    key=obj.key,
+                    size=info.size,
+                    sha256=digest,
+                    etag=obj.etag,
+                    headers=meta.headers,
+                    metadata=meta.user_metadata(),
+                )
+            )
+            on_object(info.size)
+
+
+class _BytesReader:
+    def __init__(self, data: bytes) -> None:
+        self._view = memoryview(data)
+        self._pos = 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._view) if size < 0 else self._pos + size
+        chunk = bytes(self._view[self._pos : end])
+        self._pos += len(chunk)
+        return chunk
+
+
+def snapshot_to_store(
+    src: AnyLocation,
+    store: StorageSettings,
+    name: str,
+    snapshot_id: str,
+    *,
+    level: int = 3,
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
+) -> SnapshotManifest:
+    """Stream every object of `src` into one archive in the store, then its manifest."""
+    started_at, t0 = utcnow(), time.monotonic()
+    objects = list(src.iter_objects())  # complete listing first: a failure raises here
+    total = sum(o.size for o in objects)
+    entries: list[SnapshotObject] = []
+    done = [0]
+
+    def on_object(size: int) -> None:
+        done[0] += size
+        on_progress(done[0], total)
+
+    read_fd, write_fd = os.pipe()
+    producer_error: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            with os.fdopen(write_fd, "wb") as out:
+                _write_tar(src, objects, out, level, entries, on_object)
+        except BaseException as exc:  # reported by the consumer, which aborts the upload
+            producer_error.append(exc)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    client = store.client()
+    key = f"{snapshot_folder(store, name, snapshot_id)}/{ARCHIVE}"
+
+    def on_end() -> None:
+        producer.join()
+        if producer_error:
+            raise producer_error[0]
+
+    with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+        reader = HashingReader(PipeReader(pipe, lambda n: None), on_end=on_end)  # type: ignore[arg-type]
+        try:
+            upload_stream(client, store, key, reader, "application/zstd")
+        except BaseException:
+            with contextlib.suppress(OSError):
+                pipe.close()  # the producer's next write fails and it stops
+            producer.join(timeout=30)
+            raise
+    manifest = SnapshotManifest(
+        id=snapshot_id,
+        name=name,
+        source=src.describe(),
+        started_at=started_at,
+        finished_at=utcnow(),
+        duration_seconds=round(time.monotonic() - t0, 3),
+        compression_level=level,
+        archive=StoredObject(key=key, size=reader.size, sha256=reader.sha256.hexdigest()),
+        object_count=len(entries),
+        object_bytes=sum(e.size for e in entries),
+        objects=entries,
+    )
+    # The manifest is written last: from here on, this is a snapshot.
+    write_json(client, store, f"{snapshot_folder(store, name, snapshot_id)}/{MANIFEST}", manifest)
+    return manifest
+
+
+def verify_archive(store: StorageSettings, manifest: SnapshotManifest) -> None:
+    """Re-read the archive: size and sha256 must match the manifest."""
+    sha, size = hashlib.sha256(), 0
+    for chunk in iter_object(store.client(), store, manifest.archive.key):
+        sha.update(chunk)
+        size += len(chunk)
+    if size != manifest.archive.size or sha.hexdigest() != manifest.archive.sha256:
+        raise SlipwayError(
+            f"snapshot {manifest.id} of {manifest.name!r} is damaged (size or checksum differs "
+            "from its manifest); nothing was restored: use another snapshot"
+        )
+
+
+class _ChunkStream:
+    """A file-like over an iterator of chunks (the stored archive as it downloads)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buf) < size:
+            chunk = next(self._chunks, b"")
+            if not chunk:
+                break
+            self._buf += chunk
+        if size < 0:
+            size = len(self._buf)
+        data, self._buf = self._buf[:size], self._buf[size:]
+        return data
+
+
+def restore_snapshot(
+    store: StorageSettings,
+    manifest: SnapshotManifest,
+    dst: AnyLocation,
+    *,
+    prefix: str = "",
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
+) -> tuple[int, int]:
+    """Put the snapshot's objects (all, or those under `prefix`) into `dst`.
+
+    The archive's checksum is checked first, so a damaged snapshot writes nothing; then
+    each object is checked against its manifest entry before it is written.
+    """
+    verify_archive(store, manifest)
+    wanted = {o.key: o for o in manifest.objects if o.key.startswith(prefix)}
+    total = sum(o.size for o in wanted.values())
+    done_objects = done_bytes = 0
+    client = store.client()
+    try:
+        chunks = iter_object(client, store, manifest.archive.key)
+        plain = zstandard.ZstdDecompressor().stream_reader(_ChunkStream(chunks))  # type: ignore[arg-type]
+        writes: list[Future[ObjectInfo]] = []
+        with (
+            ThreadPoolExecutor(WORKERS) as pool,
+            tarfile.open(fileobj=plain, mode="r|") as tar,  # type: ignore[call-overload]
+        ):
+            for member in tar:
+                entry = wanted.get(member.name)
+                if entry is None or not member.isfile():
+                    continue
+                stream = tar.extractfile(member)
+                assert stream is not None
+                meta = ObjectMeta(dict(entry.headers), dict(entry.metadata))
+                if entry.size < SMALL_OBJECT:
+                    data = stream.read()
+                    _check_entry(manifest, entry, len(data), hashlib.sha256(data).hexdigest())
+                    writes.append(pool.submit(dst.write, entry.key, data, meta, entry.size))
+                else:
+                    checked = _checked_stream(stream, manifest, entry)  # type: ignore[arg-type]
+                    dst.write(entry.key, checked, meta, entry.size)  # type: ignore[arg-type]
+                done_objects += 1
+                done_bytes += entry.size
+                on_progress(done_bytes, total)
+            for write in writes:
+                write.result()
+    except (zstandard.ZstdError, tarfile.TarError) as exc:
+        raise SlipwayError(
+            f"snapshot {manifest.id} of {manifest.name!r} cannot be read ({exc}): use another "
+            "snapshot"
+        ) from exc
+    except SlipwayError:
+        raise
+    except Exception as exc:
+        raise storage_error(exc, store) from exc
+    if done_objects != len(wanted):
+        raise SlipwayError(
+            f"snapshot {manifest.id}: {len(wanted) - done_objects} objects of the manifest are "
+            "missing from the archive; the others were restored"
+        )
+    return done_objects, done_bytes
+
+
+def _check_entry(manifest: SnapshotManifest, entry: SnapshotObject, size: int, digest: str) -> None:
+    if size != entry.size or digest != entry.sha256:
+        raise SlipwayError(
+            f"snapshot {manifest.id}: {entry.key!r} does not match its manifest entry; "
+            "use another snapshot"
+        )
+
+
+def _checked_stream(
+    stream: IO[bytes], manifest: SnapshotManifest, entry: SnapshotObject
+) -> HashingReader:
+    """A reader that checks size and sha256 before its last read (a mismatch aborts)."""
+
+    def check() -> None:
+        _check_entry(manifest, entry, reader.size, reader.sha256.hexdigest())
+
+    reader = HashingReader(stream, on_end=check)
+    return reader
