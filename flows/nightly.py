@@ -1,15 +1,109 @@
-"""The nightly backup: back up, verify, then apply retention (never after a failure)."""
+"""The nightly backup: the database (backup, verify, prune) and each configured bucket
+(mirror, or snapshot, verify, prune), all in parallel. One part failing does not stop the
+others; the run then fails, and its report says which part failed and why.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from prefect import flow
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
+from pydantic import BaseModel, Field
 
+from blocks.errors import SlipwayError
+from blocks.object_storage import ObjectStorage
 from flows.backup import backup_database
+from flows.mirror import mirror_bucket
 from flows.prune import prune_backups
+from flows.snapshot import prune_snapshots, snapshot_bucket, snapshot_name, verify_snapshot
 from flows.verify import verify_backup
 from tasks.backup_catalog import Compression
+from tasks.retention import RetentionPolicy
+
+
+class BucketBackup(BaseModel):
+    """One of the app's buckets in the nightly backup."""
+
+    source: str = Field(description="The app's bucket: s3://bucket/prefix.")
+    mode: Literal["mirror", "snapshot"] = Field(
+        default="mirror",
+        description="mirror: incremental copy into the store's mirrors/<name>/; "
+        "snapshot: one tar + zstd archive per night under buckets/<name>/, with retention.",
+    )
+    name: str | None = Field(default=None, description="Folder in the store (default: bucket).")
+    source_block: str | None = Field(
+        default=None, description="ObjectStorage block of the app's storage (default: env)."
+    )
+    delete: bool = Field(default=False, description="mirror: also remove what the app deleted.")
+
+
+@task(cache_policy=NO_CACHE, name="database-part")
+def database_part(
+    database_block: str | None,
+    store_block: str | None,
+    compression: Compression,
+    level: int,
+    drill: bool,
+    policy: RetentionPolicy,
+) -> dict[str, Any]:
+    manifest = backup_database(database_block, store_block, compression, level)
+    verification = verify_backup(manifest["id"], drill, database_block, store_block)
+    pruned = prune_backups(
+        False,
+        policy.keep_last,
+        policy.keep_daily,
+        policy.keep_weekly,
+        policy.keep_monthly,
+        policy.min_keep,
+        database_block,
+        store_block,
+    )
+    return {"backup": manifest, "verification": verification, "prune": pruned}
+
+
+@task(cache_policy=NO_CACHE, name="bucket-part")
+def bucket_part(
+    bucket: BucketBackup, store_block: str | None, policy: RetentionPolicy
+) -> dict[str, Any]:
+    name = bucket.name or snapshot_name(bucket.source)
+    if bucket.mode == "mirror":
+        store = ObjectStorage.resolve(store_block)
+        return mirror_bucket(
+            bucket.source,
+            store.url("mirrors", name),
+            bucket.delete,
+            False,
+            bucket.source_block,
+            store_block,
+        )
+    snapshot = snapshot_bucket(bucket.source, name, 3, bucket.source_block, store_block)
+    verify_snapshot(name, snapshot["id"], store_block)
+    pruned = prune_snapshots(
+        name,
+        False,
+        policy.keep_last,
+        policy.keep_daily,
+        policy.keep_weekly,
+        policy.keep_monthly,
+        policy.min_keep,
+        store_block,
+    )
+    return {"snapshot": snapshot, "prune": pruned}
+
+
+def _error(future: PrefectFuture[Any]) -> str | None:
+    future.wait()
+    state = future.state
+    if state.is_completed():
+        return None
+    try:
+        state.result()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}" if not isinstance(exc, SlipwayError) else str(exc)
+    return state.message or state.name
 
 
 @flow(name="nightly-backup")
@@ -24,18 +118,36 @@ def nightly_backup(
     keep_weekly: int = 4,
     keep_monthly: int = 6,
     min_keep: int = 3,
+    buckets: list[BucketBackup] | None = None,
 ) -> dict[str, Any]:
-    """Back up the database, verify the new backup (drill: restore it too), then prune."""
-    manifest = backup_database(database_block, store_block, compression, level)
-    verification = verify_backup(manifest["id"], drill, database_block, store_block)
-    pruned = prune_backups(
-        False,
-        keep_last,
-        keep_daily,
-        keep_weekly,
-        keep_monthly,
-        min_keep,
-        database_block,
-        store_block,
-    )
-    return {"backup": manifest, "verification": verification, "prune": pruned}
+    """Back up the database (verify it, drill: restore it too, then prune) and each bucket.
+
+    buckets: the app's buckets, each mirrored or snapshotted into the backup store.
+    Retention (keep_*) applies to database backups and to snapshots alike.
+    """
+    policy = RetentionPolicy(keep_last, keep_daily, keep_weekly, keep_monthly, min_keep)
+    parts: dict[str, PrefectFuture[Any]] = {
+        "database": database_part.submit(
+            database_block, store_block, compression, level, drill, policy
+        )
+    }
+    for bucket in buckets or []:
+        label = f"{bucket.mode} {bucket.source}"
+        parts[label] = bucket_part.with_options(name=f"bucket-{bucket.mode}").submit(
+            bucket, store_block, policy
+        )
+    errors = {label: _error(future) for label, future in parts.items()}
+    lines = ["# Nightly backup", "", "| part | outcome |", "|---|---|"]
+    lines += [f"| {label} | {'ok' if not e else 'FAILED: ' + e} |" for label, e in errors.items()]
+    create_markdown_artifact("\n".join(lines), key="nightly-report")
+    failed = {label: e for label, e in errors.items() if e}
+    if failed:
+        raise SlipwayError(
+            f"nightly backup: {len(failed)} of {len(parts)} parts failed: "
+            + "; ".join(f"{label}: {e}" for label, e in failed.items())
+        )
+    result: dict[str, Any] = dict(parts["database"].result())
+    result["buckets"] = {
+        label: future.result() for label, future in parts.items() if label != "database"
+    }
+    return result

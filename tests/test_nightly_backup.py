@@ -7,8 +7,9 @@ import secrets
 import httpx
 import pytest
 
+from blocks.errors import SlipwayError
 from flows.backup import backup_database
-from flows.nightly import nightly_backup
+from flows.nightly import BucketBackup, nightly_backup
 from flows.prune import prune_backups
 from flows.verify import verify_backup
 from tests.harness.postgres import PostgresInfo
@@ -74,3 +75,42 @@ def test_prune_keeps_newest_verified_and_minimum(configured: str) -> None:
     assert kept == sorted([ids[3], ids[2], ids[1]])  # minimum count tops up with the newest
     left = prune_backups(dry_run=True, keep_last=10)
     assert sorted(k["id"] for k in left["keep"]) == kept
+
+
+def test_nightly_backs_up_buckets_in_parallel_and_names_the_failed_part(
+    configured: str, s3: S3Info, prefect_server: PrefectInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = s3.client()
+    files, media = f"files-{secrets.token_hex(3)}", f"media-{secrets.token_hex(3)}"
+    for bucket in (files, media):
+        client.create_bucket(Bucket=bucket)
+        for i in range(3):
+            client.put_object(Bucket=bucket, Key=f"up/{i}.txt", Body=f"{bucket} {i}".encode())
+    for key, value in s3.env("SLIPWAY_SOURCE_").items():
+        monkeypatch.setenv(key, value)
+    missing = f"missing-{secrets.token_hex(3)}"
+    buckets = [
+        BucketBackup(source=f"s3://{files}"),
+        BucketBackup(source=f"s3://{media}/up", mode="snapshot", name="media"),
+        BucketBackup(source=f"s3://{missing}"),
+    ]
+
+    with pytest.raises(SlipwayError, match=rf"1 of 4 parts failed: mirror s3://{missing}: bucket"):
+        nightly_backup(buckets=buckets)
+
+    # The other parts completed: a database backup, the mirror, the snapshot.
+    listing = client.list_objects_v2(Bucket=configured)
+    keys = {o["Key"] for o in listing.get("Contents", [])}
+    assert {f"db/mirrors/{files}/up/{i}.txt" for i in range(3)} <= keys
+    assert any(k.startswith("db/postgres/") and k.endswith("/manifest.json") for k in keys)
+    assert any(k.startswith("db/buckets/media/") and k.endswith("/manifest.json") for k in keys)
+    artifacts = httpx.post(f"{prefect_server.api_url}/artifacts/filter", json={}).json()
+    report = [a["data"] for a in artifacts if a["key"] == "nightly-report"]
+    assert any(f"mirror s3://{missing} | FAILED" in r for r in report)
+
+    # Without the missing bucket the night succeeds; the mirror has nothing new to copy.
+    result = nightly_backup(buckets=buckets[:2])
+    mirrored = result["buckets"][f"mirror s3://{files}"]
+    assert mirrored["copied"] == 0
+    assert mirrored["unchanged"] == 3
+    assert result["buckets"][f"snapshot s3://{media}/up"]["snapshot"]["object_count"] == 3
