@@ -160,6 +160,9 @@ def plan_mirror(src: AnyLocation, dst: AnyLocation, delete: bool) -> tuple[Mirro
     existing = {o.key: o for o in dst_objects}
     undecided: list[ObjectInfo] = []
     for s in src_objects:
+        if s.key.endswith("/") and isinstance(dst, LocalLocation):
+            plan.unchanged += 1  # a folder marker: a directory holds it, no file to copy
+            continue
         d = existing.get(s.key)
         if d is None:
             plan.copy.append(Action("copy", s.key, s.size, "new"))

@@ -275,6 +275,9 @@ class LocalLocation:
     def write(self, key: str, source: IO[bytes] | bytes, meta: ObjectMeta, size: int) -> ObjectInfo:
         """Written beside the final name, then renamed: a reader never sees half a file."""
         path = self.path(key)
+        if key.endswith("/"):  # an S3 folder marker
+            path.mkdir(parents=True, exist_ok=True)
+            return ObjectInfo(key, 0)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".slipway-tmp-", dir=path.parent)

@@ -231,6 +231,7 @@ def test_mirror_to_a_directory_and_back(s3: S3Info, s3b: S3Info, tmp_path: Path)
     }
     for key, body in expected.items():
         put(client, src_bucket, key, body)
+    put(client, src_bucket, "sub dir/", b"")  # a folder marker: a directory, not a file
     config = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
     big = os.urandom(9 * MiB)
     client.upload_fileobj(io.BytesIO(big), src_bucket, "big.bin", Config=config)

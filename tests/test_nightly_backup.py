@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -11,7 +12,11 @@ from blocks.errors import SlipwayError
 from flows.backup import backup_database
 from flows.nightly import BucketBackup, nightly_backup
 from flows.prune import prune_backups
+from flows.snapshot import prune_snapshots, verify_snapshot
 from flows.verify import verify_backup
+from tasks.backup_catalog import new_backup_id, utcnow
+from tasks.bucket_snapshot import list_snapshots, snapshot_to_store
+from tasks.object_locations import S3Location
 from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.s3 import S3Info
@@ -114,3 +119,24 @@ def test_nightly_backs_up_buckets_in_parallel_and_names_the_failed_part(
     assert mirrored["copied"] == 0
     assert mirrored["unchanged"] == 3
     assert result["buckets"][f"snapshot s3://{media}/up"]["snapshot"]["object_count"] == 3
+
+
+def test_snapshot_retention_keeps_the_newest_verified(configured: str, s3: S3Info) -> None:
+    app = f"app-{secrets.token_hex(3)}"
+    s3.client().create_bucket(Bucket=app)
+    s3.client().put_object(Bucket=app, Key="f.txt", Body=b"f")
+    store = s3.storage(configured, "db")
+    now = utcnow()  # ids an hour apart, oldest first (ids carry their time)
+    ids = [
+        snapshot_to_store(
+            S3Location(s3.storage(app)), store, "app", new_backup_id(now - timedelta(hours=3 - i))
+        ).id
+        for i in range(3)
+    ]
+    assert verify_snapshot("app", ids[0]) is True  # only the oldest is verified
+    pruned = prune_snapshots(
+        "app", keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0, min_keep=1
+    )
+    assert sorted(pruned["keep"]) == sorted([ids[2], ids[0]])
+    assert pruned["delete"] == [ids[1]]
+    assert sorted(e.manifest.id for e in list_snapshots(store, "app")) == sorted([ids[0], ids[2]])
