@@ -15,7 +15,8 @@ from blocks.object_storage import ObjectStorage
 from blocks.postgres import PostgresDatabase
 from tasks import postgres as pg
 from tasks.backup_catalog import BackupEntry, find_backup
-from tasks.pg_backup import download_archive, restore_archive, scratch_dir
+from tasks.pg_backup import scratch_dir
+from tasks.pg_restore import restore_from_store
 
 MAX_NAME = 63  # PostgreSQL identifier limit
 
@@ -39,16 +40,18 @@ def restore_and_swap(
                 f"target database {target.database!r} is not empty: pass --yes to replace it "
                 "(the current one is kept under another name)"
             )
-        with scratch_dir(entry.manifest.raw_bytes) as tmp:
-            # The checksum is checked here, before anything on the target server changes.
-            archive = download_archive(store.client(), store, entry, Path(tmp))
-            new = _side_name(target.database, "new")
-            pg.create_database(admin, new)
-            try:
-                restore_archive(target.with_database(new), archive, jobs)
-            except BaseException as exc:
-                pg.drop_database(admin, new)
-                raise SlipwayError(f"{exc}; target {target.database!r} is unchanged") from exc
+        new = _side_name(target.database, "new")
+        pg.create_database(admin, new)
+        try:
+            # Data loads into the new database while the archive downloads; its checksum
+            # is checked before the indexes are built, and the target is not touched.
+            with scratch_dir(entry.manifest.raw_bytes) as tmp:
+                restore_from_store(
+                    store.client(), store, entry, target.with_database(new), Path(tmp), jobs
+                )
+        except BaseException as exc:
+            pg.drop_database(admin, new)
+            raise SlipwayError(f"{exc}; target {target.database!r} is unchanged") from exc
         previous = None
         if exists:
             previous = _side_name(target.database, "old")

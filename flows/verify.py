@@ -23,7 +23,8 @@ from tasks.backup_catalog import (
     utcnow,
     write_json,
 )
-from tasks.pg_backup import download_archive, list_archive, restore_archive, scratch_dir
+from tasks.pg_backup import list_archive, scratch_dir
+from tasks.pg_restore import restore_from_store
 
 DRILL_JOBS = 2
 
@@ -49,8 +50,9 @@ def restore_drill(db: PostgresDatabase, store: ObjectStorage, entry: BackupEntry
     try:
         pg.create_database(admin, scratch)
         with scratch_dir(entry.manifest.raw_bytes) as tmp:
-            archive = download_archive(store.client(), store, entry, Path(tmp))
-            restore_archive(db.with_database(scratch), archive, DRILL_JOBS)
+            restore_from_store(
+                store.client(), store, entry, db.with_database(scratch), Path(tmp), DRILL_JOBS
+            )
         restored = {
             (t.schema_name, t.table): t.rows for t in pg.table_counts(db.with_database(scratch))
         }

@@ -18,7 +18,6 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import psycopg
@@ -264,7 +263,7 @@ def _check_stored(entry: BackupEntry, size: int, digest: str) -> None:
         )
 
 
-def _hashed_plain_chunks(
+def hashed_plain_chunks(
     client: S3Client, store: StorageSettings, entry: BackupEntry
 ) -> Iterator[bytes]:
     """The dump's decompressed bytes; raises at the end if size or checksum do not match."""
@@ -307,7 +306,7 @@ def list_archive(client: S3Client, store: StorageSettings, entry: BackupEntry) -
     reader.start()
     stderr = _Stderr(proc.stderr)
     feeding = True
-    for plain in _hashed_plain_chunks(client, store, entry):
+    for plain in hashed_plain_chunks(client, store, entry):
         if feeding:
             try:
                 proc.stdin.write(plain)
@@ -320,45 +319,6 @@ def list_archive(client: S3Client, store: StorageSettings, entry: BackupEntry) -
     if code != 0:
         raise SlipwayError(f"pg_restore cannot read backup {entry.manifest.id}: {stderr.text()}")
     return [line for line in b"".join(output).decode().splitlines() if line and line[0] != ";"]
-
-
-def download_archive(
-    client: S3Client, store: StorageSettings, entry: BackupEntry, directory: Path
-) -> Path:
-    """The decompressed archive as a local file, after its checksum matched (else removed)."""
-    path = directory / f"{entry.manifest.id}.pgc"
-    try:
-        with path.open("wb") as out:
-            for plain in _hashed_plain_chunks(client, store, entry):
-                out.write(plain)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def restore_archive(db: PostgresSettings, archive: Path, jobs: int) -> None:
-    """pg_restore into an existing, empty database; stops at the first error."""
-    with pg.connect(db) as conn:
-        major = pg.server_major(conn)
-    tool = pg.pg_tool("pg_restore", major)
-    out = subprocess.run(
-        [
-            str(tool),
-            "--exit-on-error",
-            "-w",
-            f"--jobs={jobs}",
-            f"--dbname={db.database}",
-            str(archive),
-        ],
-        capture_output=True,
-        env=pg.pg_env(db),
-        check=False,
-    )
-    if out.returncode != 0:
-        raise SlipwayError(
-            f"pg_restore failed: {out.stderr.decode(errors='replace').strip()[-1500:]}"
-        )
 
 
 def scratch_dir(raw_bytes: int) -> tempfile.TemporaryDirectory[str]:

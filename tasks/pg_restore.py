@@ -1,0 +1,218 @@
+"""Restore a stored backup into a database while it downloads.
+
+The archive is decompressed to a local file as it arrives. Meanwhile `pg_restore` reads
+that growing file: first the schema (pre-data), then the table data in `jobs` parallel
+streams, each loading its share of the tables; once the file is complete and its checksum
+matched, indexes and constraints (post-data) are built with `pg_restore -j` from it.
+Only the database given is written to; callers restore beside their target and swap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from blocks.errors import SlipwayError
+from blocks.settings import PostgresSettings, StorageSettings
+from tasks import postgres as pg
+from tasks.backup_catalog import BackupEntry
+from tasks.pg_backup import hashed_plain_chunks
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+CHUNK = 1024 * 1024
+
+
+class GrowingFile:
+    """A file one thread writes while others read it as it grows, each at its own pace."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._size = 0
+        self._done = False
+        self._failed = False
+        self._out = path.open("wb", buffering=0)
+
+    def append(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._out.write(view)
+            view = view[written or 0 :]
+        with self._cond:
+            self._size += len(data)
+            self._cond.notify_all()
+
+    def finish(self, ok: bool) -> None:
+        self._out.close()
+        with self._cond:
+            self._done, self._failed = True, not ok
+            self._cond.notify_all()
+
+    def _ready(self, pos: int) -> bool:
+        return self._size > pos or self._done
+
+    def follow(self) -> Iterator[bytes]:
+        """The file's bytes from the start, waiting for more until it is complete."""
+        with self.path.open("rb", buffering=0) as f:
+            pos = 0
+            while True:
+                with self._cond:
+                    self._cond.wait_for(functools.partial(self._ready, pos))
+                    if self._failed:
+                        return  # the reader sees a truncated archive and fails
+                    available = self._size - pos
+                    if not available and self._done:
+                        return
+                data = f.read(min(available, CHUNK))
+                pos += len(data)
+                yield data
+
+
+def _feed(follower: Iterator[bytes], stdin: IO[bytes]) -> None:
+    """Copy the growing archive into a child's stdin; a child that has read enough leaves."""
+    try:
+        for chunk in follower:
+            stdin.write(chunk)
+    except (BrokenPipeError, ValueError):
+        pass
+    finally:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            stdin.close()
+
+
+def _pg_restore(
+    tool: Path, db: PostgresSettings, args: list[str], source: GrowingFile | None
+) -> subprocess.Popen[bytes]:
+    """Start pg_restore; with `source`, its stdin is fed from the growing file.
+
+    The pipe is ours, not Popen's: `communicate()` would close a stdin it owns.
+    """
+    read_fd, write_fd = os.pipe() if source else (subprocess.DEVNULL, -1)
+    try:
+        proc = subprocess.Popen(
+            [str(tool), "--exit-on-error", "-w", f"--dbname={db.database}", *args],
+            stdin=read_fd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=pg.pg_env(db),
+        )
+    finally:
+        if source is not None:
+            os.close(read_fd)
+    if source is not None:
+        stdin = os.fdopen(write_fd, "wb", buffering=0)
+        threading.Thread(target=_feed, args=(source.follow(), stdin), daemon=True).start()
+    return proc
+
+
+def _finish(proc: subprocess.Popen[bytes], what: str) -> bytes:
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        message = err.decode(errors="replace").strip()[-1500:]
+        raise SlipwayError(f"pg_restore ({what}) failed: {message}")
+    return out
+
+
+def _share_tables(toc: list[str], entry: BackupEntry, jobs: int) -> list[list[str]]:
+    """The data section's TOC lines split into `jobs` lists of about equal rows."""
+    rows = {f"{t.schema_name} {t.table}": t.rows for t in entry.manifest.tables}
+    data = [line for line in toc if " TABLE DATA " in line]
+    other = [line for line in toc if " TABLE DATA " not in line]
+
+    def weight(line: str) -> int:
+        schema_table = " ".join(line.split(" TABLE DATA ", 1)[1].split()[:2])
+        return rows.get(schema_table, 0)
+
+    shares: list[list[str]] = [[] for _ in range(max(1, jobs))]
+    loads = [0] * len(shares)
+    for line in sorted(data, key=weight, reverse=True):
+        least = loads.index(min(loads))
+        shares[least].append(line)
+        loads[least] += weight(line) + 1
+    shares[0] += other  # sequence values, large objects: whatever else the data section holds
+    return [share for share in shares if share]
+
+
+def restore_from_store(
+    client: S3Client,
+    store: StorageSettings,
+    entry: BackupEntry,
+    db: PostgresSettings,
+    directory: Path,
+    jobs: int = 2,
+) -> None:
+    """Restore `entry` into the existing, empty database `db`; raises if anything fails.
+
+    A damaged archive (size, checksum, compression) raises after the data has loaded into
+    `db`, before the indexes are built: the caller drops `db`.
+    """
+    with pg.connect(db) as conn:
+        major = pg.server_major(conn)
+    tool = pg.pg_tool("pg_restore", major)
+    archive = GrowingFile(directory / f"{entry.manifest.id}.pgc")
+    download_error: list[BaseException] = []
+
+    def download() -> None:
+        try:
+            for plain in hashed_plain_chunks(client, store, entry):
+                archive.append(plain)
+        except BaseException as exc:  # re-raised below, after the children stopped
+            download_error.append(exc)
+        finally:
+            archive.finish(ok=not download_error)
+
+    downloader = threading.Thread(target=download, daemon=True)
+    downloader.start()
+    children: list[subprocess.Popen[bytes]] = []
+
+    def damaged() -> BaseException | None:
+        downloader.join()
+        return download_error[0] if download_error else None
+
+    try:
+        listing = _pg_restore(tool, db, ["--list"], archive)
+        children.append(listing)
+        toc = [
+            line
+            for line in _finish(listing, "reading the archive").decode().splitlines()
+            if line and not line.startswith(";")
+        ]
+        _finish(_pg_restore(tool, db, ["--section=pre-data"], archive), "schema")
+        loaders = []
+        for i, share in enumerate(_share_tables(toc, entry, jobs)):
+            listfile = directory / f"data-{i}.list"
+            listfile.write_text("\n".join(share) + "\n")
+            loaders.append(_pg_restore(tool, db, ["--section=data", f"-L{listfile}"], archive))
+        children += loaders
+        failures = []
+        for loader in loaders:
+            try:
+                _finish(loader, "data")
+            except SlipwayError as exc:
+                failures.append(exc)
+        if error := damaged():
+            raise error
+        if failures:
+            raise failures[0]
+        _finish(
+            _pg_restore(
+                tool, db, ["--section=post-data", f"--jobs={jobs}", str(archive.path)], None
+            ),
+            "indexes and constraints",
+        )
+    except BaseException as exc:
+        for child in children:
+            with contextlib.suppress(OSError):
+                child.kill()
+        error = damaged()  # the download runs to its end: the checksum names damage best
+        if error is not None and error is not exc and isinstance(error, SlipwayError):
+            raise error from exc  # the archive's damage explains pg_restore's failure
+        raise
