@@ -14,8 +14,10 @@ PYTEST_ARGS ?=
 demo: system-deps sync ## throwaway PostgreSQL + S3: backup, list, verify --drill, restore, summary
 	$(UV) run --frozen python -m tests.demo
 
-bench: system-deps sync ## backup/restore benchmarks against the baselines, one JSON line each
-	$(UV) run --frozen python -m bench.backup_bench
+BENCHES ?= backup_bench mirror_bench
+
+bench: system-deps sync ## benchmarks against their baselines, one JSON line each (BENCHES=...)
+	@for b in $(BENCHES); do $(UV) run --frozen python -m bench.$$b || exit 1; done
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'

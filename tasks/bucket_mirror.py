@@ -41,6 +41,7 @@ class Action:
     key: str
     size: int
     reason: str
+    etag: str = ""  # as listed: a plain MD5 ETag lets a same-endpoint copy skip its HEAD
 
 
 @dataclass
@@ -165,11 +166,11 @@ def plan_mirror(src: AnyLocation, dst: AnyLocation, delete: bool) -> tuple[Mirro
             continue
         d = existing.get(s.key)
         if d is None:
-            plan.copy.append(Action("copy", s.key, s.size, "new"))
+            plan.copy.append(Action("copy", s.key, s.size, "new", s.etag))
             continue
         plan.compared += 1
         if d.size != s.size:
-            plan.copy.append(Action("copy", s.key, s.size, "size changed"))
+            plan.copy.append(Action("copy", s.key, s.size, "size changed", s.etag))
             continue
         same = _same(src, dst, s, d)
         if same is None:
@@ -177,7 +178,7 @@ def plan_mirror(src: AnyLocation, dst: AnyLocation, delete: bool) -> tuple[Mirro
         elif same:
             plan.unchanged += 1
         else:
-            plan.copy.append(Action("copy", s.key, s.size, "content changed"))
+            plan.copy.append(Action("copy", s.key, s.size, "content changed", s.etag))
     if undecided:
         with ThreadPoolExecutor(WORKERS) as pool:
             for s, same in zip(
@@ -186,7 +187,7 @@ def plan_mirror(src: AnyLocation, dst: AnyLocation, delete: bool) -> tuple[Mirro
                 if same:
                     plan.unchanged += 1
                 else:
-                    plan.copy.append(Action("copy", s.key, s.size, "content changed"))
+                    plan.copy.append(Action("copy", s.key, s.size, "content changed", s.etag))
     if delete:
         gone = {o.key for o in src_objects}
         plan.delete = [
@@ -222,18 +223,26 @@ def _sha256_of(src: AnyLocation, key: str) -> str:
     return digest.hexdigest()
 
 
-def copy_one(src: AnyLocation, dst: AnyLocation, key: str, *, stamp: bool = True) -> int:
+def copy_one(
+    src: AnyLocation,
+    dst: AnyLocation,
+    key: str,
+    *,
+    stamp: bool = True,
+    listed: ObjectInfo | None = None,
+) -> int:
     """Copy one object, verified on the way; returns its size.
 
     stamp: record the source's ETag and the sha256 in the copy's metadata (a mirror);
     without it the copy gets exactly the source's user metadata (a restore).
+    listed: the source object as listed, if known.
     """
     if (
         isinstance(src, S3Location)
         and isinstance(dst, S3Location)
         and src.settings.same_endpoint(dst.settings)
     ):
-        return _server_side_copy(src, dst, key, stamp)
+        return _server_side_copy(src, dst, key, stamp, listed)
     stream, meta, info = src.read(key)
     with stream:
         metadata = dict(meta.metadata) if stamp else meta.user_metadata()
@@ -274,7 +283,14 @@ def copy_one(src: AnyLocation, dst: AnyLocation, key: str, *, stamp: bool = True
     return info.size
 
 
-def _server_side_copy(src: S3Location, dst: S3Location, key: str, stamp: bool) -> int:
+def _server_side_copy(
+    src: S3Location, dst: S3Location, key: str, stamp: bool, listed: ObjectInfo | None
+) -> int:
+    if stamp and listed and listed.etag and not listed.multipart:
+        # Same bytes, same single-part ETag, same metadata: nothing to add, no HEAD needed.
+        # (S3 refuses single copies above 5 GiB; such objects have multi-part ETags anyway.)
+        dst.copy_from(src, key, key, None)
+        return listed.size
     head = src.head(key)
     if head is None:
         raise SlipwayError(f"{key!r} disappeared from {src.describe()} during the mirror")
@@ -315,7 +331,12 @@ def run_copies(
     failures: list[str] = []
     lock = threading.Lock()
     with ThreadPoolExecutor(WORKERS) as pool:
-        futures = {pool.submit(copy_one, src, dst, a.key, stamp=stamp): a for a in todo}
+        futures = {
+            pool.submit(
+                copy_one, src, dst, a.key, stamp=stamp, listed=ObjectInfo(a.key, a.size, a.etag)
+            ): a
+            for a in todo
+        }
         for future in as_completed(futures):
             action = futures[future]
             try:

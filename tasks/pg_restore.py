@@ -138,7 +138,9 @@ def _share_tables(toc: list[str], entry: BackupEntry, jobs: int) -> list[list[st
         shares[least].append(line)
         loads[least] += weight(line) + 1
     shares[0] += other  # sequence values, large objects: whatever else the data section holds
-    return [share for share in shares if share]
+    # From a stream pg_restore can only go forward: each list keeps the archive's order.
+    order = {line: i for i, line in enumerate(toc)}
+    return [sorted(share, key=order.__getitem__) for share in shares if share]
 
 
 def restore_from_store(

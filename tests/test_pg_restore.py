@@ -1,0 +1,118 @@
+"""The streamed restore on its own: tables loaded in parallel from the growing archive."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from blocks.errors import SlipwayError
+from blocks.settings import PostgresSettings
+from tasks.backup_catalog import BackupEntry, Manifest, new_backup_id, utcnow
+from tasks.pg_backup import dump_to_store
+from tasks.pg_restore import _share_tables, restore_from_store
+from tests.harness.postgres import PostgresInfo
+from tests.harness.s3 import S3Info
+from tests.pg_fixtures import create_database, snapshot
+
+pytestmark = [pytest.mark.postgres, pytest.mark.s3]
+
+# Three tables whose sizes do not follow their dump order: with two loaders, one loader
+# gets the two smaller tables, and must still read them in the archive's order.
+UNORDERED = """
+CREATE TABLE a_docs (id int PRIMARY KEY, body text);
+CREATE TABLE b_events (id int PRIMARY KEY, payload jsonb);
+CREATE TABLE c_users (id int PRIMARY KEY, email text UNIQUE);
+INSERT INTO a_docs SELECT g, repeat('d', g) FROM generate_series(1, 10) g;
+INSERT INTO b_events SELECT g, jsonb_build_object('n', g) FROM generate_series(1, 3000) g;
+INSERT INTO c_users SELECT g, 'u' || g || '@example.com' FROM generate_series(1, 300) g;
+CREATE INDEX ON b_events ((payload->>'n'));
+"""
+
+
+def settings(pg: PostgresInfo, database: str) -> PostgresSettings:
+    return PostgresSettings.from_url(pg.url(database))
+
+
+def backup(pg: PostgresInfo, s3: S3Info, database: str) -> tuple[BackupEntry, S3Info, str]:
+    bucket = f"restore-{secrets.token_hex(4)}"
+    s3.client().create_bucket(Bucket=bucket)
+    store = s3.storage(bucket)
+    db = settings(pg, database)
+    backup_id, started = new_backup_id(), utcnow()
+    result = dump_to_store(db, store, store.client(), backup_id, level=1)
+    manifest = Manifest(
+        id=backup_id,
+        database=database,
+        server=f"{db.host}:{db.port}",
+        server_version=result.server_version,
+        pg_dump_version=result.pg_dump_version,
+        started_at=started,
+        finished_at=utcnow(),
+        duration_seconds=result.seconds,
+        dump_seconds=result.seconds,
+        raw_bytes=result.raw_bytes,
+        compression="zstd",
+        compression_level=1,
+        dump=result.dump,
+        tables=result.tables,
+    )
+    return BackupEntry(manifest=manifest), s3, bucket
+
+
+def new_database(pg: PostgresInfo) -> str:
+    name = f"restored_{secrets.token_hex(4)}"
+    with psycopg.connect(pg.url(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3])
+def test_parallel_streams_restore_tables_out_of_size_order(
+    postgres: PostgresInfo, s3: S3Info, tmp_path: Path, jobs: int
+) -> None:
+    source = create_database(postgres, UNORDERED)
+    entry, server, bucket = backup(postgres, s3, source)
+    target = new_database(postgres)
+    store = server.storage(bucket)
+    restore_from_store(store.client(), store, entry, settings(postgres, target), tmp_path, jobs)
+    assert snapshot(postgres, target) == snapshot(postgres, source)
+
+
+def test_shares_keep_the_archive_order() -> None:
+    toc = [
+        "1; 0 1 TABLE DATA public a_docs o",
+        "2; 0 2 TABLE DATA public b_events o",
+        "3; 0 3 TABLE DATA public c_users o",
+        "4; 0 0 SEQUENCE SET public s o",
+    ]
+    manifest_rows = {"a_docs": 10, "b_events": 3000, "c_users": 300}
+    entry = BackupEntry.model_construct(
+        manifest=Manifest.model_construct(
+            tables=[
+                type("T", (), {"schema_name": "public", "table": t, "rows": r})()
+                for t, r in manifest_rows.items()
+            ]
+        )
+    )
+    shares = _share_tables(toc, entry, 2)
+    assert shares == [[toc[1], toc[3]], [toc[0], toc[2]]]
+
+
+def test_damaged_archive_names_the_damage(
+    postgres: PostgresInfo, s3: S3Info, tmp_path: Path
+) -> None:
+    source = create_database(postgres, UNORDERED)
+    entry, server, bucket = backup(postgres, s3, source)
+    client = server.client()
+    key = entry.manifest.dump.key
+    data = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    data[len(data) // 2] ^= 0xFF
+    client.put_object(Bucket=bucket, Key=key, Body=bytes(data))
+    store = server.storage(bucket)
+    with pytest.raises(SlipwayError, match="is damaged"):
+        restore_from_store(
+            store.client(), store, entry, settings(postgres, new_database(postgres)), tmp_path, 2
+        )
