@@ -6,7 +6,9 @@ The blocks in this package extend them (adding Prefect's storage and UI); the co
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote, unquote, urlsplit
@@ -184,36 +186,49 @@ class StorageSettings(BaseModel):
 
     def client(self, max_connections: int = 16) -> S3Client:
         """A boto3 client for this endpoint; `max_connections` bounds concurrent requests."""
-        core = botocore.session.get_session()
-        # botocore parses each listed object's timestamp with dateutil: most of a listing's
-        # CPU. S3's ISO 8601 timestamps need no such generality.
-        core.get_component("response_parser_factory").set_parser_defaults(
-            timestamp_parser=_parse_timestamp
+        secret = self.secret_access_key.get_secret_value() if self.secret_access_key else None
+        config = Config(
+            s3={
+                "addressing_style": "path" if self.endpoint_url else "auto",
+                # Parts carry a CRC32 and the whole dump a sha256 of our own: a second
+                # sha256 pass for SigV4 (botocore's default over plain HTTP) adds nothing.
+                "payload_signing_enabled": False,
+            },
+            retries={"mode": "standard", "max_attempts": 5},
+            connect_timeout=10,
+            read_timeout=120,
+            max_pool_connections=max_connections,
         )
-        session = boto3.session.Session(
-            botocore_session=core,
-            aws_access_key_id=self.access_key_id,
-            aws_secret_access_key=(
-                self.secret_access_key.get_secret_value() if self.secret_access_key else None
-            ),
-            region_name=self.region or "us-east-1",
-        )
-        return session.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            config=Config(
-                s3={
-                    "addressing_style": "path" if self.endpoint_url else "auto",
-                    # Parts carry a CRC32 and the whole dump a sha256 of our own: a second
-                    # sha256 pass for SigV4 (botocore's default over plain HTTP) adds nothing.
-                    "payload_signing_enabled": False,
-                },
-                retries={"mode": "standard", "max_attempts": 5},
-                connect_timeout=10,
-                read_timeout=120,
-                max_pool_connections=max_connections,
-            ),
-        )
+        # With explicit keys one shared session serves (it has loaded the S3 model once);
+        # without, a fresh one resolves the default chain as it is now.
+        session = _shared_session() if self.access_key_id else _new_session()
+        with _SESSION_LOCK:  # sessions are not thread-safe; their clients are
+            return session.client(
+                "s3",
+                endpoint_url=self.endpoint_url,
+                region_name=self.region or "us-east-1",
+                aws_access_key_id=self.access_key_id,
+                aws_secret_access_key=secret,
+                config=config,
+            )
+
+
+_SESSION_LOCK = threading.Lock()
+
+
+def _new_session() -> boto3.session.Session:
+    core = botocore.session.get_session()
+    # botocore parses each listed object's timestamp with dateutil: most of a listing's
+    # CPU. S3's ISO 8601 timestamps need no such generality.
+    core.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=_parse_timestamp
+    )
+    return boto3.session.Session(botocore_session=core)
+
+
+@functools.cache
+def _shared_session() -> boto3.session.Session:
+    return _new_session()
 
 
 def _parse_timestamp(value: str) -> datetime:

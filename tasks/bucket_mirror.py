@@ -32,6 +32,8 @@ from tasks.object_locations import (
 )
 
 WORKERS = 32
+# Streamed copies of large objects hold up to 4 parts of 8 MiB each in memory.
+LARGE_STREAMS = threading.BoundedSemaphore(2)
 MAX_COPY_OBJECT = 5 * 1024**3  # S3's limit for a single CopyObject
 
 
@@ -255,27 +257,28 @@ def copy_one(
                 metadata[SHA256] = hashlib.sha256(data).hexdigest()
             dst.write(key, data, ObjectMeta(meta.headers, metadata), info.size)
         else:
-            # Metadata goes with the first request of a multi-part upload, before the bytes
-            # are seen: a recorded checksum, or one pass to compute it, comes first.
-            want = meta.metadata.get(SHA256) or (
-                _sha256_of(src, key) if stamp and isinstance(dst, S3Location) else None
-            )
-            if stamp:
-                if info.etag:
-                    metadata[SOURCE_ETAG] = info.etag
-                if want:
-                    metadata[SHA256] = want
+            with LARGE_STREAMS:  # each buffers its parts in memory
+                # Metadata goes with the first request of a multi-part upload, before the bytes
+                # are seen: a recorded checksum, or one pass to compute it, comes first.
+                want = meta.metadata.get(SHA256) or (
+                    _sha256_of(src, key) if stamp and isinstance(dst, S3Location) else None
+                )
+                if stamp:
+                    if info.etag:
+                        metadata[SOURCE_ETAG] = info.etag
+                    if want:
+                        metadata[SHA256] = want
 
-            def verify() -> None:
-                if reader.size != info.size or (want and reader.sha256.hexdigest() != want):
-                    raise SlipwayError(
-                        f"{key!r} from {src.describe()} is damaged or changed while copied; "
-                        "run the mirror again"
-                    )
+                def verify() -> None:
+                    if reader.size != info.size or (want and reader.sha256.hexdigest() != want):
+                        raise SlipwayError(
+                            f"{key!r} from {src.describe()} is damaged or changed while copied; "
+                            "run the mirror again"
+                        )
 
-            # Checked before the upload completes: a mismatch aborts it.
-            reader = hashed(stream, on_end=verify)
-            dst.write(key, reader, ObjectMeta(meta.headers, metadata), info.size)  # type: ignore[arg-type]
+                # Checked before the upload completes: a mismatch aborts it.
+                reader = hashed(stream, on_end=verify)
+                dst.write(key, reader, ObjectMeta(meta.headers, metadata), info.size)  # type: ignore[arg-type]
     if isinstance(dst, LocalLocation) and info.modified is not None:
         # A multi-part ETag is no content hash: the next run compares times instead.
         ts = info.modified.timestamp()

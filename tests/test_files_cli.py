@@ -137,3 +137,28 @@ def test_bad_input_is_one_line_and_changes_nothing(
     assert wrong_secret not in proc.stderr
     assert s3_contents(s3b, store) == {"m/keep.txt": b"k"}
     assert s3_contents(s3, app) == {"a.txt": b"a"}
+
+
+def test_snapshot_of_the_bucket_holding_the_store_is_refused(
+    s3: S3Info, env: dict[str, str]
+) -> None:
+    app = new_bucket(s3, "app")
+    put(s3.client(), app, "a.txt", b"a")
+    env.update(s3.env())
+    env["SLIPWAY_BACKUP_URL"] = f"s3://{app}/backups"
+    proc = slipway("snapshot", f"s3://{app}", env=env)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: the backup store")
+    assert "lies inside" in proc.stderr
+    assert s3_contents(s3, app) == {"a.txt": b"a"}
+
+
+def test_restore_files_from_an_unknown_snapshot(
+    s3: S3Info, s3b: S3Info, env: dict[str, str]
+) -> None:
+    env["SLIPWAY_BACKUP_URL"] = f"s3://{new_bucket(s3b, 'store')}/backups"
+    target = new_bucket(s3, "target")
+    proc = slipway("restore-files", "nothing@latest", f"s3://{target}", env=env)
+    assert proc.returncode == 1
+    assert "error: no snapshots of 'nothing'" in proc.stderr
+    assert s3_contents(s3, target) == {}
