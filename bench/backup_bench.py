@@ -180,7 +180,7 @@ def main() -> None:
         restore = best(repeat, slipway_restore)
         emit(
             ratio_record(
-                "slipway restore (from S3, checksum first, beside and swap)",
+                "slipway restore (from S3, loaded while it downloads, beside and swap)",
                 restore.seconds,
                 "pg_restore -j 2 from a local -Fc -Z0 file",
                 base_restore.seconds,
