@@ -12,14 +12,13 @@ import os
 import secrets
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from bench.datagen import database_bytes, fill_database
-from bench.measure import Measurement, emit, ratio_record, run_measured, run_shell_measured
+from bench.measure import Measurement, best, emit, ratio_record, run_measured, run_shell_measured
 from tests.harness import Harness
 from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
@@ -27,16 +26,6 @@ from tests.harness.s3 import S3Info
 
 REPO = Path(__file__).resolve().parent.parent
 MEMORY_LIMIT_MB = 256
-
-
-def best(times: int, run: Callable[[], Measurement]) -> Measurement:
-    runs = []
-    for _ in range(times):
-        m = run()
-        if m.returncode != 0:
-            raise SystemExit(f"bench command failed ({m.returncode}): {m.stderr[-2000:]}")
-        runs.append(m)
-    return min(runs, key=lambda m: m.seconds)
 
 
 def main() -> None:

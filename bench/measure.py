@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -190,3 +190,14 @@ def ratio_record(
         "ok": ratio <= limit,
         **extra,
     }
+
+
+def best(times: int, run: Callable[[], Measurement]) -> Measurement:
+    """The fastest of `times` runs; a failed run stops the benchmark with its stderr."""
+    runs = []
+    for _ in range(times):
+        m = run()
+        if m.returncode != 0:
+            raise SystemExit(f"bench command failed ({m.returncode}): {m.stderr[-2000:]}")
+        runs.append(m)
+    return min(runs, key=lambda m: m.seconds)

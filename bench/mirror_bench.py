@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
-from bench.measure import Measurement, emit, ratio_record, run_measured
+from bench.measure import Measurement, best, emit, ratio_record, run_measured
 from tests.harness import Harness
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.s3 import S3Info
@@ -54,16 +54,6 @@ class Tree:
     @property
     def mb(self) -> float:
         return self.size / 1048576
-
-
-def best(times: int, run: Callable[[], Measurement]) -> Measurement:
-    runs = []
-    for _ in range(times):
-        m = run()
-        if m.returncode != 0:
-            raise SystemExit(f"bench command failed ({m.returncode}): {m.stderr[-2000:]}")
-        runs.append(m)
-    return min(runs, key=lambda m: m.seconds)
 
 
 def fresh(name: str) -> str:

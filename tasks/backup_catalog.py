@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
@@ -140,24 +141,29 @@ def folders_under(client: S3Client, store: StorageSettings, root: str) -> dict[s
     return folders
 
 
-def list_backups(client: S3Client, store: StorageSettings, database: str) -> list[BackupEntry]:
-    """Complete backups (those with a manifest), newest first."""
-    entries = []
-    for backup_id, names in sorted(list_folders(client, store, database).items(), reverse=True):
+def complete_folders(
+    client: S3Client, store: StorageSettings, root: str
+) -> Iterator[tuple[dict[str, object], dict[str, object] | None]]:
+    """(manifest, verification or None) of each folder under `root` that has a manifest,
+    newest first: a folder without one is an unfinished backup, not a backup."""
+    for folder_id, names in sorted(folders_under(client, store, root).items(), reverse=True):
         if MANIFEST not in names:
             continue
-        folder = backup_folder(store, database, backup_id)
+        folder = f"{root.rstrip('/')}/{folder_id}"
         raw = read_json(client, store.bucket, f"{folder}/{MANIFEST}")
-        if raw is None:
-            continue
-        ver = read_json(client, store.bucket, f"{folder}/{VERIFICATION}")
-        entries.append(
-            BackupEntry(
-                manifest=Manifest.model_validate(raw),
-                verification=Verification.model_validate(ver) if ver else None,
-            )
+        if raw is not None:
+            yield raw, read_json(client, store.bucket, f"{folder}/{VERIFICATION}")
+
+
+def list_backups(client: S3Client, store: StorageSettings, database: str) -> list[BackupEntry]:
+    """Complete backups (those with a manifest), newest first."""
+    return [
+        BackupEntry(
+            manifest=Manifest.model_validate(raw),
+            verification=Verification.model_validate(ver) if ver else None,
         )
-    return entries
+        for raw, ver in complete_folders(client, store, store.key("postgres", database))
+    ]
 
 
 def find_backup(client: S3Client, store: StorageSettings, database: str, ref: str) -> BackupEntry:

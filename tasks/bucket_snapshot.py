@@ -30,12 +30,10 @@ from blocks.errors import SlipwayError
 from blocks.settings import StorageSettings
 from tasks.backup_catalog import (
     MANIFEST,
-    VERIFICATION,
     StoredObject,
     Verification,
     backup_time,
-    folders_under,
-    read_json,
+    complete_folders,
     utcnow,
     write_json,
 )
@@ -99,24 +97,13 @@ def snapshot_folder(store: StorageSettings, name: str, snapshot_id: str) -> str:
 
 def list_snapshots(store: StorageSettings, name: str) -> list[SnapshotEntry]:
     """Complete snapshots of `name` (those with a manifest), newest first."""
-    client = store.client()
-    entries = []
-    folders = folders_under(client, store, snapshot_root(store, name))
-    for snapshot_id, names in sorted(folders.items(), reverse=True):
-        if MANIFEST not in names:
-            continue
-        folder = snapshot_folder(store, name, snapshot_id)
-        raw = read_json(client, store.bucket, f"{folder}/{MANIFEST}")
-        if raw is None:
-            continue
-        ver = read_json(client, store.bucket, f"{folder}/{VERIFICATION}")
-        entries.append(
-            SnapshotEntry(
-                manifest=SnapshotManifest.model_validate(raw),
-                verification=Verification.model_validate(ver) if ver else None,
-            )
+    return [
+        SnapshotEntry(
+            manifest=SnapshotManifest.model_validate(raw),
+            verification=Verification.model_validate(ver) if ver else None,
         )
-    return entries
+        for raw, ver in complete_folders(store.client(), store, snapshot_root(store, name))
+    ]
 
 
 def find_snapshot(store: StorageSettings, name: str, ref: str) -> SnapshotEntry:

@@ -17,7 +17,7 @@ GRANDCHILD = (
     "b = bytearray(100_000_000)\n"
     "for i in range(0, len(b), 4096):\n"
     "    b[i] = 1\n"
-    "time.sleep(0.5)\n"
+    "time.sleep(2)\n"  # long enough for the 50 ms sampler on a busy machine
 )
 CHILD = (
     f"import subprocess, sys; subprocess.run([sys.executable, '-c', {GRANDCHILD!r}], check=True)"

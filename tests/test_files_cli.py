@@ -6,30 +6,18 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.s3 import S3Info
+from tests.test_backup_restore import slipway
 from tests.test_files_backup import new_bucket, put, s3_contents
 
 pytestmark = [pytest.mark.s3, pytest.mark.s3b, pytest.mark.prefect]
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def slipway(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deployments.cli", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 @pytest.fixture
