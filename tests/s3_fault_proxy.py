@@ -1,8 +1,9 @@
 """A fault-injecting HTTP proxy in front of the real S3 server (not a simulator).
 
 Requests pass through unchanged (the Host header too, so SigV4 signatures stay valid)
-except those `fail` selects, which get a 500 InternalError as S3 would send it. Used to
-make a listing fail half-way: the first page succeeds, the next ones fail.
+except those `fail` selects, which get an S3 error instead: a listing that fails half-way
+(500 after its first page), or a store that is full (MinIO's 507 XMinioStorageFull; a full
+SeaweedFS only answers after a minute of retries).
 """
 
 from __future__ import annotations
@@ -14,16 +15,30 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-ERROR = (
-    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code>'
-    b"<Message>injected by the test proxy</Message></Error>"
+INTERNAL_ERROR = (500, "InternalError", "injected by the test proxy")
+# What MinIO answers when its drives are full.
+STORAGE_FULL = (
+    507,
+    "XMinioStorageFull",
+    "Storage backend has reached its minimum free drive threshold. Please delete a few "
+    "objects to proceed.",
 )
 
 
 @contextmanager
-def fault_proxy(upstream: str, fail: Callable[[str, str], bool]) -> Iterator[str]:
-    """Serve a proxy to `upstream`; `fail(method, path_and_query)` picks requests to fail."""
+def fault_proxy(
+    upstream: str,
+    fail: Callable[[str, str], bool],
+    error: tuple[int, str, str] = INTERNAL_ERROR,
+) -> Iterator[str]:
+    """Serve a proxy to `upstream`; `fail(method, path_and_query)` picks requests that get
+    `error` (HTTP status, S3 error code, message) instead of the server's answer."""
     target = urlsplit(upstream)
+    status, code, message = error
+    body_xml = (
+        f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+        f"<Message>{message}</Message></Error>"
+    ).encode()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -32,11 +47,11 @@ def fault_proxy(upstream: str, fail: Callable[[str, str], bool]) -> Iterator[str
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
             if fail(self.command, self.path):
-                self.send_response(500)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/xml")
-                self.send_header("Content-Length", str(len(ERROR)))
+                self.send_header("Content-Length", str(len(body_xml)))
                 self.end_headers()
-                self.wfile.write(ERROR)
+                self.wfile.write(body_xml)
                 return
             conn = http.client.HTTPConnection(target.hostname or "", target.port, timeout=60)
             try:

@@ -21,6 +21,7 @@ from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.s3 import S3Info
 from tests.pg_fixtures import create_database, snapshot
+from tests.s3_fault_proxy import STORAGE_FULL, fault_proxy
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -414,3 +415,14 @@ def test_backup_from_saved_blocks(env: Env) -> None:
         "backup", "--database-block", "no-such-block", "--store-block", name, env=bare
     )
     _one_line_error(missing, "no-such-block")
+
+
+def test_full_store_one_line_error_and_nothing_left(env: Env) -> None:
+    # The real server behind a proxy that answers every write the way a full MinIO does.
+    with fault_proxy(
+        env.s3.endpoint_url, lambda method, path: method == "PUT", STORAGE_FULL
+    ) as proxy:
+        proc = slipway("backup", env={**env.vars, "AWS_ENDPOINT_URL_S3": proxy})
+    _one_line_error(proc, "is full", "XMinioStorageFull")
+    assert not [k for k in _keys(env) if k.endswith("manifest.json")]
+    assert env.client().list_multipart_uploads(Bucket=env.bucket).get("Uploads", []) == []
