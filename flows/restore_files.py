@@ -11,7 +11,7 @@ from blocks.errors import SlipwayError
 from blocks.object_storage import ObjectStorage
 from flows.mirror import resolve_location
 from flows.progress import ProgressArtifact
-from tasks.bucket_mirror import Action, plan_mirror, run_copies
+from tasks.bucket_mirror import plan_mirror, run_copies
 from tasks.bucket_snapshot import find_snapshot, restore_snapshot
 from tasks.object_locations import S3Location
 
@@ -54,7 +54,7 @@ def restore_files(
             objects, size, failures = run_copies(
                 src,
                 dst,
-                [Action("copy", a.key, a.size, a.reason) for a in todo],
+                todo,
                 stamp=False,
                 on_progress=p.record,
             )

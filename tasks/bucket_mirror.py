@@ -26,10 +26,10 @@ from tasks.object_locations import (
     ObjectInfo,
     ObjectMeta,
     S3Location,
-    hashed,
     md5_etag,
     overlaps,
 )
+from tasks.object_storage import HashingReader
 
 WORKERS = 32
 # Streamed copies of large objects hold up to 4 parts of 8 MiB each in memory.
@@ -277,7 +277,7 @@ def copy_one(
                         )
 
                 # Checked before the upload completes: a mismatch aborts it.
-                reader = hashed(stream, on_end=verify)
+                reader = HashingReader(stream, on_end=verify)
                 dst.write(key, reader, ObjectMeta(meta.headers, metadata), info.size)  # type: ignore[arg-type]
     if isinstance(dst, LocalLocation) and info.modified is not None:
         # A multi-part ETag is no content hash: the next run compares times instead.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import tarfile
 import threading
@@ -153,19 +154,6 @@ def _objects_in_order(
             yield obj, data, meta
 
 
-class _Sha256Reader:
-    """Hashes what tarfile reads from a stream."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-        self.sha256 = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
-        self.sha256.update(data)
-        return data
-
-
 def _write_tar(
     src: AnyLocation,
     objects: list[ObjectInfo],
@@ -186,12 +174,12 @@ def _write_tar(
             if data is not None and meta is not None:
                 info.size = len(data)
                 digest = hashlib.sha256(data).hexdigest()
-                tar.addfile(info, fileobj=_BytesReader(data))
+                tar.addfile(info, fileobj=io.BytesIO(data))
             else:
                 stream, meta, head = src.read(obj.key)
                 with stream:
                     info.size = head.size
-                    reader = _Sha256Reader(stream)
+                    reader = HashingReader(stream)
                     tar.addfile(info, fileobj=reader)  # type: ignore[arg-type]
                 digest = reader.sha256.hexdigest()
             entries.append(
@@ -205,18 +193,6 @@ def _write_tar(
                 )
             )
             on_object(info.size)
-
-
-class _BytesReader:
-    def __init__(self, data: bytes) -> None:
-        self._view = memoryview(data)
-        self._pos = 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._view) if size < 0 else self._pos + size
-        chunk = bytes(self._view[self._pos : end])
-        self._pos += len(chunk)
-        return chunk
 
 
 def snapshot_to_store(
@@ -299,25 +275,6 @@ def verify_archive(store: StorageSettings, manifest: SnapshotManifest) -> None:
         )
 
 
-class _ChunkStream:
-    """A file-like over an iterator of chunks (the stored archive as it downloads)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buf = b""
-
-    def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buf) < size:
-            chunk = next(self._chunks, b"")
-            if not chunk:
-                break
-            self._buf += chunk
-        if size < 0:
-            size = len(self._buf)
-        data, self._buf = self._buf[:size], self._buf[size:]
-        return data
-
-
 def restore_snapshot(
     store: StorageSettings,
     manifest: SnapshotManifest,
@@ -337,8 +294,8 @@ def restore_snapshot(
     done_objects = done_bytes = 0
     client = store.client()
     try:
-        chunks = iter_object(client, store, manifest.archive.key)
-        plain = zstandard.ZstdDecompressor().stream_reader(_ChunkStream(chunks))  # type: ignore[arg-type]
+        body = client.get_object(Bucket=store.bucket, Key=manifest.archive.key)["Body"]
+        plain = zstandard.ZstdDecompressor().stream_reader(body)  # type: ignore[arg-type]
         writes: list[Future[ObjectInfo]] = []
         with (
             ThreadPoolExecutor(WORKERS) as pool,

@@ -13,7 +13,7 @@ import mimetypes
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from blocks.errors import SlipwayError
 from blocks.settings import StorageSettings
-from tasks.object_storage import UPLOAD_CONFIG, HashingReader, storage_error
+from tasks.object_storage import UPLOAD_CONFIG, storage_error
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -330,8 +330,3 @@ def overlaps(a: AnyLocation, b: AnyLocation) -> bool:
         ra, rb = a.root.resolve(), b.root.resolve()
         return ra.is_relative_to(rb) or rb.is_relative_to(ra)
     return False
-
-
-def hashed(source: IO[bytes], on_end: Callable[[], None] = lambda: None) -> HashingReader:
-    """A reader that hashes (sha256) what passes through; `on_end` may raise to abort."""
-    return HashingReader(source, on_end=on_end)
