@@ -15,6 +15,8 @@ from typing import Annotated, Any, TypeVar, cast
 
 import typer
 
+from deployments.migrate_cli import migrate_app
+
 app = typer.Typer(
     help="Slipway: release and backup automation as Prefect workflows.",
     no_args_is_help=True,
@@ -23,6 +25,11 @@ app = typer.Typer(
 )
 backups_app = typer.Typer(help="The backups in the store.", no_args_is_help=True)
 app.add_typer(backups_app, name="backups")
+app.add_typer(migrate_app, name="migrate")
+env_app = typer.Typer(help="Environments as code (blocks from YAML).", no_args_is_help=True)
+app.add_typer(env_app, name="env")
+webhook_app = typer.Typer(help="The git-tag webhook that starts releases.", no_args_is_help=True)
+app.add_typer(webhook_app, name="webhook")
 
 T = TypeVar("T")
 
@@ -354,6 +361,167 @@ def restore_files_cmd(
         f"{r['restored']} objects ({int(r['restored_bytes']) / 1048576:.1f} MiB) restored "
         f"from {r['source']} into {r['destination']}",
     )
+
+
+EnvOpt = Annotated[str, typer.Option("--env", help="The environment (its block's name).")]
+
+
+@app.command("release")
+def release_cmd(
+    version: Annotated[str, typer.Argument(help="The version: every service's image tag.")],
+    env: EnvOpt,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Preflight and plan (pending SQL) only.")
+    ] = False,
+    skip_check: Annotated[
+        list[str] | None,
+        typer.Option(help="Skip a preflight check on purpose (recorded); repeatable."),
+    ] = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Release VERSION: preflight, backup, migrations, rollout, health; rolls back on failure."""
+    from flows.release import release
+
+    r = _run(lambda: release(version, env, dry_run, list(skip_check or [])), verbose)
+    if dry_run:
+        pending = r["pending_migrations"]
+        text = (
+            f"plan: {r['previous_version'] or 'nothing'} -> {version} on {env}; "
+            f"{len(pending)} pending migrations{': ' + ', '.join(pending) if pending else ''}"
+        )
+    else:
+        text = f"{env} runs {version} (was {r['previous_version'] or 'nothing'}); release {r['id']}"
+    _print(r, as_json, text)
+
+
+@app.command("rollback")
+def rollback_cmd(
+    env: EnvOpt,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Version to go back to (default: the one before).")
+    ] = None,
+    release_id: Annotated[
+        str | None, typer.Option("--release", help="Which release (default: unfinished/last).")
+    ] = None,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm restoring the database when needed.")
+    ] = False,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Roll back ENV's last (or unfinished) release to the version live before it."""
+    from flows.rollback import rollback
+
+    r = _run(lambda: rollback(env, to, release_id, yes), verbose)
+    restored = "database restored" if r["database_restored"] else "database kept"
+    _print(r, as_json, f"{env} back on {r['version'] or 'nothing'}; {restored}")
+
+
+@app.command("status")
+def status_cmd(env: EnvOpt, as_json: JsonOpt = False) -> None:
+    """The live version, the lock holder, recent releases and any left unfinished."""
+    from blocks.environment import Environment
+    from blocks.errors import SlipwayError
+    from tasks.compose_target import ComposeTarget
+    from tasks.deploy_lock import describe, lock_holder
+    from tasks.release_journal import NEEDS_ROLLBACK, list_releases
+
+    try:
+        environment = Environment.resolve(env)
+        store = environment.store()
+        live = ComposeTarget(environment.target).live_versions()
+        holder = lock_holder(environment.database(), env)
+        releases = [j.record for j in list_releases(store.client(), store, env)[:10]]
+    except SlipwayError as exc:
+        _fail(str(exc))
+    unfinished = [r for r in releases if r.status in NEEDS_ROLLBACK]
+    data = {
+        "environment": env,
+        "live_version": live.version,
+        "services": live.services,
+        "lock": holder.model_dump(mode="json") if holder else None,
+        "releases": [
+            {k: getattr(r, k) for k in ("id", "version", "previous_version", "status", "error")}
+            for r in releases
+        ],
+        "unfinished": [r.id for r in unfinished],
+    }
+    lines = [
+        f"{env}: live {live.version or 'mixed or none'} ({live.describe()})",
+        f"lock: {describe(holder) if holder else 'free'}",
+    ]
+    lines += [
+        f"  {r.id}  {r.previous_version or '-'} -> {r.version}  {r.status}"
+        + (f"  ({r.error})" if r.error else "")
+        for r in releases
+    ]
+    if unfinished:
+        names = ", ".join(f"{r.id} ({r.version}, {r.status})" for r in unfinished)
+        lines.append(f"unfinished: {names}: run `slipway rollback --env {env}`")
+    _print(data, as_json, "\n".join(lines))
+
+
+@app.command("unlock")
+def unlock_cmd(env: EnvOpt) -> None:
+    """End a stale holder of ENV's release lock (a release whose process hangs)."""
+    from blocks.environment import Environment
+    from blocks.errors import SlipwayError
+    from tasks.deploy_lock import break_lock, describe
+
+    try:
+        holder = break_lock(Environment.resolve(env).database(), env)
+    except SlipwayError as exc:
+        _fail(str(exc))
+    typer.echo(f"ended {describe(holder)}" if holder else f"{env} was not locked")
+
+
+@env_app.command("apply")
+def env_apply(
+    file: Annotated[str, typer.Argument(help="Environment YAML (secrets as ${VAR}).")],
+) -> None:
+    """Create or update an environment's blocks from YAML."""
+    from pathlib import Path
+
+    from blocks.env_file import apply_environment, load_environment_file
+    from blocks.errors import SlipwayError
+
+    try:
+        written = apply_environment(load_environment_file(Path(file)))
+    except SlipwayError as exc:
+        _fail(str(exc))
+    typer.echo("saved blocks: " + ", ".join(written))
+
+
+@webhook_app.command("serve")
+def webhook_serve(
+    config: Annotated[
+        str, typer.Option(help="YAML: repositories, their environments and tag patterns.")
+    ] = "webhook.yaml",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+) -> None:
+    """Receive GitHub, GitLab and Gitea pushes; a release tag starts its release deployment.
+
+    Secrets come from SLIPWAY_WEBHOOK_SECRET (or SLIPWAY_GITHUB_WEBHOOK_SECRET, ..._GITLAB_...,
+    ..._GITEA_...); PREFECT_API_URL says which Prefect server starts the runs.
+    """
+    from pathlib import Path
+
+    import uvicorn
+
+    from blocks.errors import SlipwayError
+    from deployments.webhook import WebhookConfig, WebhookSecrets, create_app
+
+    try:
+        settings = WebhookConfig.from_file(Path(config))
+        secrets = WebhookSecrets.from_env()
+    except SlipwayError as exc:
+        _fail(str(exc))
+    if not os.environ.get("PREFECT_API_URL"):
+        _fail("PREFECT_API_URL is not set: the webhook starts runs on a Prefect server")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    uvicorn.run(create_app(settings, secrets), host=host, port=port, log_level="warning")
 
 
 if __name__ == "__main__":

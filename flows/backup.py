@@ -23,6 +23,7 @@ from tasks.backup_catalog import (
     utcnow,
     write_json,
 )
+from tasks.notify import HOOKS
 from tasks.object_storage import abort_uploads, check_bucket, delete_prefix
 from tasks.pg_backup import dump_globals, dump_to_store
 
@@ -126,7 +127,7 @@ def backup_report(m: Manifest) -> str:
     )
 
 
-@flow(name="backup-database", log_prints=False)
+@flow(name="backup-database", log_prints=False, **HOOKS)
 def backup_database(
     database_block: str | None = None,
     store_block: str | None = None,

@@ -11,6 +11,7 @@ from blocks.errors import SlipwayError
 from blocks.object_storage import ObjectStorage
 from flows.progress import ProgressArtifact
 from tasks.bucket_mirror import MirrorResult, mirror
+from tasks.notify import HOOKS
 from tasks.object_locations import AnyLocation, parse_location
 
 
@@ -43,7 +44,7 @@ def mirror_report(result: MirrorResult) -> str:
     return "\n".join(lines)
 
 
-@flow(name="mirror-bucket")
+@flow(name="mirror-bucket", **HOOKS)
 def mirror_bucket(
     source: str,
     destination: str,

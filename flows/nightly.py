@@ -5,14 +5,14 @@ others; the run then fails, and its report says which part failed and why.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
-from pydantic import BaseModel, Field
 
+from blocks.environment import BucketBackup, Environment
 from blocks.errors import SlipwayError
 from blocks.object_storage import ObjectStorage
 from flows.backup import backup_database
@@ -21,23 +21,8 @@ from flows.prune import prune_backups
 from flows.snapshot import prune_snapshots, snapshot_bucket, snapshot_name, verify_snapshot
 from flows.verify import verify_backup
 from tasks.backup_catalog import Compression
+from tasks.notify import HOOKS
 from tasks.retention import RetentionPolicy
-
-
-class BucketBackup(BaseModel):
-    """One of the app's buckets in the nightly backup."""
-
-    source: str = Field(description="The app's bucket: s3://bucket/prefix.")
-    mode: Literal["mirror", "snapshot"] = Field(
-        default="mirror",
-        description="mirror: incremental copy into the store's mirrors/<name>/; "
-        "snapshot: one tar + zstd archive per night under buckets/<name>/, with retention.",
-    )
-    name: str | None = Field(default=None, description="Folder in the store (default: bucket).")
-    source_block: str | None = Field(
-        default=None, description="ObjectStorage block of the app's storage (default: env)."
-    )
-    delete: bool = Field(default=False, description="mirror: also remove what the app deleted.")
 
 
 @task(cache_policy=NO_CACHE, name="database-part")
@@ -106,8 +91,9 @@ def _error(future: PrefectFuture[Any]) -> str | None:
     return state.message or state.name
 
 
-@flow(name="nightly-backup")
+@flow(name="nightly-backup", **HOOKS)
 def nightly_backup(
+    env: str | None = None,
     database_block: str | None = None,
     store_block: str | None = None,
     compression: Compression = "zstd",
@@ -122,9 +108,16 @@ def nightly_backup(
 ) -> dict[str, Any]:
     """Back up the database (verify it, drill: restore it too, then prune) and each bucket.
 
+    env: the environment whose blocks to use (its database, store and buckets); without it,
+    the blocks named here, else the process environment (DATABASE_URL, SLIPWAY_BACKUP_URL).
     buckets: the app's buckets, each mirrored or snapshotted into the backup store.
     Retention (keep_*) applies to database backups and to snapshots alike.
     """
+    if env:
+        environment = Environment.resolve(env)
+        database_block = database_block or environment.database_block
+        store_block = store_block or environment.store_block
+        buckets = buckets if buckets is not None else environment.buckets
     policy = RetentionPolicy(keep_last, keep_daily, keep_weekly, keep_monthly, min_keep)
     parts: dict[str, PrefectFuture[Any]] = {
         "database": database_part.submit(

@@ -10,11 +10,12 @@ from prefect.artifacts import create_table_artifact
 from blocks.object_storage import ObjectStorage
 from blocks.postgres import PostgresDatabase
 from tasks.backup_catalog import backup_folder, list_backups
+from tasks.notify import HOOKS
 from tasks.object_storage import delete_prefix
 from tasks.retention import BackupRef, RetentionPolicy, plan_retention
 
 
-@flow(name="prune-backups")
+@flow(name="prune-backups", **HOOKS)
 def prune_backups(
     dry_run: bool = False,
     keep_last: int = 7,

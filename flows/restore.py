@@ -10,11 +10,14 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from blocks.environment import Environment
 from blocks.errors import SlipwayError
 from blocks.object_storage import ObjectStorage
 from blocks.postgres import PostgresDatabase
 from tasks import postgres as pg
+from tasks.approval import wait_for_approval
 from tasks.backup_catalog import BackupEntry, find_backup
+from tasks.notify import HOOKS
 from tasks.pg_backup import scratch_dir
 from tasks.pg_restore import restore_from_store
 
@@ -81,7 +84,7 @@ def restore_and_swap(
     }
 
 
-@flow(name="restore-database")
+@flow(name="restore-database", **HOOKS)
 def restore_database(
     target_database_url: str | None = None,
     backup: str = "latest",
@@ -90,13 +93,20 @@ def restore_database(
     jobs: int = 2,
     target_database_block: str | None = None,
     store_block: str | None = None,
+    env: str | None = None,
 ) -> dict[str, Any]:
     """Restore a backup (an id, or latest) into the target database.
 
     target_database_url: postgresql://user@host:port/db, without a password (PGPASSWORD or
     the block gives it). source_database: whose backups, by database name (default: the
     target's). The target is replaced only once the restore beside it is complete.
+    env: restore into that environment's database from its store; when its policy says so,
+    the run first waits for a person's approval in the Prefect UI.
     """
+    environment = Environment.resolve(env) if env else None
+    if environment is not None:
+        target_database_block = target_database_block or environment.database_block
+        store_block = store_block or environment.store_block
     if target_database_block:
         target = PostgresDatabase.resolve(target_database_block)
     elif target_database_url:
@@ -105,6 +115,11 @@ def restore_database(
         raise SlipwayError("no restore target: pass --target-database-url or a target block")
     store = ObjectStorage.resolve(store_block)
     entry = find_backup(store.client(), store, source_database or target.database, backup)
+    if environment is not None and environment.policy.approve_restore:
+        wait_for_approval(
+            f"restore backup {entry.manifest.id} into {target.database!r} of {env}",
+            environment.policy.approval_timeout_minutes,
+        )
     result = restore_and_swap(target, store, entry, yes, jobs)
     create_markdown_artifact(
         f"# Restore of `{entry.manifest.id}`\n\n{result['state']}\n", key="restore-report"

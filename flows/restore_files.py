@@ -13,6 +13,7 @@ from flows.mirror import resolve_location
 from flows.progress import ProgressArtifact
 from tasks.bucket_mirror import plan_mirror, run_copies
 from tasks.bucket_snapshot import find_snapshot, restore_snapshot
+from tasks.notify import HOOKS
 from tasks.object_locations import S3Location
 
 
@@ -21,7 +22,7 @@ def is_snapshot_ref(ref: str) -> bool:
     return "@" in ref and not ref.startswith(("s3://", "/", "."))
 
 
-@flow(name="restore-files")
+@flow(name="restore-files", **HOOKS)
 def restore_files(
     source: str,
     destination: str,

@@ -20,6 +20,7 @@ from tasks.bucket_snapshot import (
     snapshot_to_store,
     verify_archive,
 )
+from tasks.notify import HOOKS
 from tasks.object_locations import S3Location
 from tasks.object_storage import delete_prefix
 from tasks.retention import BackupRef, RetentionPolicy, plan_retention
@@ -52,7 +53,7 @@ def snapshot_report(m: SnapshotManifest) -> str:
     )
 
 
-@flow(name="snapshot-bucket")
+@flow(name="snapshot-bucket", **HOOKS)
 def snapshot_bucket(
     source: str,
     name: str | None = None,
@@ -87,7 +88,7 @@ def snapshot_bucket(
     return manifest.model_dump(mode="json", exclude={"objects"})
 
 
-@flow(name="verify-snapshot")
+@flow(name="verify-snapshot", **HOOKS)
 def verify_snapshot(name: str, snapshot: str = "latest", store_block: str | None = None) -> bool:
     """Re-read a snapshot's archive and check size and sha256; the outcome is stored."""
     store = ObjectStorage.resolve(store_block)
@@ -107,7 +108,7 @@ def verify_snapshot(name: str, snapshot: str = "latest", store_block: str | None
     return ok
 
 
-@flow(name="prune-snapshots")
+@flow(name="prune-snapshots", **HOOKS)
 def prune_snapshots(
     name: str,
     dry_run: bool = False,

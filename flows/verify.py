@@ -23,6 +23,7 @@ from tasks.backup_catalog import (
     utcnow,
     write_json,
 )
+from tasks.notify import HOOKS
 from tasks.pg_backup import list_archive, scratch_dir
 from tasks.pg_restore import restore_from_store
 
@@ -70,7 +71,7 @@ def restore_drill(db: PostgresDatabase, store: ObjectStorage, entry: BackupEntry
         admin.close()
 
 
-@flow(name="verify-backup")
+@flow(name="verify-backup", **HOOKS)
 def verify_backup(
     backup: str = "latest",
     drill: bool = False,

@@ -8,9 +8,10 @@ from datetime import timedelta
 import httpx
 import pytest
 
+from blocks.environment import BucketBackup
 from blocks.errors import SlipwayError
 from flows.backup import backup_database
-from flows.nightly import BucketBackup, nightly_backup
+from flows.nightly import nightly_backup
 from flows.prune import prune_backups
 from flows.snapshot import prune_snapshots, verify_snapshot
 from flows.verify import verify_backup

@@ -1,0 +1,249 @@
+"""The release: preflight, a fresh backup, migrations, rollout, health; rollback on failure.
+
+The runbook's order (seed 000): back up first, stop the app, migrate, start the API, then
+the worker, then the web front, check, and roll back cleanly when anything goes wrong.
+Every step is written to the release journal in the backup store before and after it
+runs, so a release whose process died can still be rolled back (`slipway rollback`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import get_run_context
+
+from blocks.environment import Environment
+from blocks.errors import SlipwayError
+from flows.backup import backup_database
+from flows.rollback import rollback
+from flows.verify import verify_backup
+from tasks.compose_target import ComposeTarget
+from tasks.deploy_lock import deploy_lock
+from tasks.health import wait_healthy
+from tasks.notify import HOOKS
+from tasks.preflight import Preflight, migrations_dir, run_preflight
+from tasks.prisma import deploy_migrations, prisma_cli_deploy
+from tasks.release_journal import Journal, ReleaseRecord
+
+# The version becomes every service's image tag.
+IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+class ReleaseFailed(SlipwayError):
+    """The release failed and was rolled back to the version live before."""
+
+
+def check_version(version: str) -> None:
+    if not IMAGE_TAG.fullmatch(version):
+        raise SlipwayError(
+            f"version {version!r} cannot be an image tag: use letters, digits, '.', '_' and '-' "
+            "(at most 128, not starting with '.' or '-'), e.g. v1.4.2"
+        )
+
+
+def _run_label() -> str:
+    try:
+        return str(get_run_context().flow_run.name)  # type: ignore[union-attr]
+    except Exception:
+        return "cli"
+
+
+@task(cache_policy=NO_CACHE, name="preflight")
+def preflight_task(
+    environment: Environment, target: ComposeTarget, version: str, skip: list[str]
+) -> Preflight:
+    return run_preflight(
+        environment, environment.database(), environment.store(), target, version, skip
+    )
+
+
+@task(cache_policy=NO_CACHE, name="stop-services")
+def stop_task(target: ComposeTarget) -> list[str]:
+    return target.stop_services()
+
+
+@task(cache_policy=NO_CACHE, name="migrate")
+def migrate_task(environment: Environment, version: str, pending: list[str]) -> list[str]:
+    settings = environment.migrations
+    db = environment.database()
+    if settings.mode == "cli":
+        if settings.schema_path is None or settings.app_directory is None:
+            raise SlipwayError("migrations mode cli needs schema_path and app_directory")
+        get_run_logger().info(prisma_cli_deploy(db, settings.schema_path, settings.app_directory))
+        return pending
+    report = deploy_migrations(db, migrations_dir(environment, version), log=get_run_logger())
+    return list(report.applied)
+
+
+@task(cache_policy=NO_CACHE, name="rollout")
+def rollout_task(target: ComposeTarget, version: str) -> str:
+    return target.deploy(version).summary()
+
+
+@task(cache_policy=NO_CACHE, name="health")
+def health_task(environment: Environment, version: str) -> str:
+    if not environment.health_checks:
+        return "no app-wide checks configured (each service passed its own gate)"
+    return wait_healthy(environment.health_checks, version).summary()
+
+
+def release_report(record: ReleaseRecord, preflight: Preflight | None) -> str:
+    lines = [
+        f"# Release {record.version} to {record.environment}: {record.status}",
+        "",
+        f"- release id: `{record.id}`",
+        f"- before: {record.previous_version or 'nothing deployed'}",
+        f"- backup: {record.backup_id or '-'}",
+        f"- migrations applied: {', '.join(record.migrations_applied) or 'none'}",
+    ]
+    if record.error:
+        lines.append(f"- error: {record.error}")
+    if preflight:
+        lines += ["", "## Preflight", "", "| check | result |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in preflight.lines.items()]
+    lines += ["", "## Steps", "", "| step | status | seconds | detail |", "|---|---|---|---|"]
+    lines += [
+        f"| {s.name} | {s.status} | {s.seconds if s.seconds is not None else ''} | "
+        f"{(s.detail or '').replace('|', '/')} |"
+        for s in record.steps
+    ]
+    if record.rollback:
+        rb = record.rollback
+        lines += [
+            "",
+            f"## Rollback: {rb.status}",
+            "",
+            f"- to: {rb.to_version or 'nothing'}; database restored: {rb.database_restored}",
+        ]
+        lines += [f"- {s.name}: {s.status} ({s.detail or ''})" for s in rb.steps]
+    return "\n".join(lines)
+
+
+@flow(name="release", **HOOKS)
+def release(
+    version: str,
+    env: str,
+    dry_run: bool = False,
+    skip_checks: list[str] | None = None,
+) -> dict[str, Any]:
+    """Release a version (the image tag, e.g. v1.4.2) to an environment.
+
+    version: what every service will run. env: the environment block's name.
+    dry_run: run the preflight and print the plan (pending migrations and their SQL), change
+    nothing. skip_checks: preflight checks to skip on purpose (disk, database, tools,
+    target, migrations, backup); recorded in the journal.
+    """
+    check_version(version)
+    skip = list(skip_checks or [])
+    environment = Environment.resolve(env)
+    db = environment.database()
+    store = environment.store()
+    target = ComposeTarget(environment.target)
+    logger = get_run_logger()
+    holder = f"release {version} ({_run_label()})"
+    with deploy_lock(db, env, holder, environment.policy.lock_wait_seconds):
+        preflight = preflight_task(environment, target, version, skip)
+        before = target.current_version()
+        if dry_run:
+            sql = (
+                deploy_migrations(db, migrations_dir(environment, version), dry_run=True).sql
+                if environment.migrations.mode != "none"
+                else {}
+            )
+            create_markdown_artifact(
+                _dry_run_report(env, version, before, preflight, sql), key="release-plan"
+            )
+            return {
+                "dry_run": True,
+                "version": version,
+                "previous_version": before,
+                "pending_migrations": preflight.pending,
+                "preflight": preflight.lines,
+            }
+        journal = Journal.start(store.client(), store, env, version)
+        record = journal.record
+        record.previous_version = before
+        record.skipped_checks = skip
+        try:
+            record.flow_run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+        except Exception:
+            record.flow_run_id = None
+        journal.save()
+        try:
+            _release_steps(journal, environment, target, preflight, version, before)
+        except BaseException as exc:
+            error = str(exc) if isinstance(exc, SlipwayError) else f"{type(exc).__name__}: {exc}"
+            journal.finish("failed", error)
+            logger.error("release %s failed: %s; rolling back to %s", version, error, before)
+            outcome = rollback(env=env, release_id=record.id, inside_release=True, yes=True)
+            create_markdown_artifact(
+                release_report(journal.reload().record, preflight), key="release-report"
+            )
+            raise ReleaseFailed(
+                f"release {version} to {env} failed: {error}; rolled back to "
+                f"{outcome['version'] or 'nothing'}"
+                + ("; database restored" if outcome["database_restored"] else "")
+            ) from exc
+        journal.finish("succeeded")
+        create_markdown_artifact(release_report(record, preflight), key="release-report")
+    logger.info("release %s to %s succeeded (was %s)", version, env, before)
+    return record.model_dump(mode="json")
+
+
+def _release_steps(
+    journal: Journal,
+    environment: Environment,
+    target: ComposeTarget,
+    preflight: Preflight,
+    version: str,
+    before: str | None,
+) -> None:
+    record = journal.record
+    env = record.environment
+    with journal.step("backup") as step:
+        manifest = backup_database(
+            environment.database_block,
+            environment.store_block,
+            app_version=before,
+            tags={"release": record.id, "env": env, "version": version},
+        )
+        record.backup_id = manifest["id"]
+        if preflight.recent_backup is None:
+            verify_backup(manifest["id"], False, environment.database_block, environment.store_block)
+        step.detail = f"backup {manifest['id']}"
+    pending = preflight.pending
+    if pending:
+        if environment.migrations.stop_app and before is not None:
+            with journal.step("stop") as step:
+                step.detail = "stopped " + ", ".join(stop_task(target))
+                record.app_stopped = True
+        with journal.step("migrate") as step:
+            record.migrations_applied = migrate_task(environment, version, pending)
+            step.detail = ", ".join(record.migrations_applied)
+    else:
+        journal.skip("migrate", "no pending migrations")
+    with journal.step("rollout") as step:
+        step.detail = rollout_task(target, version)
+    with journal.step("health") as step:
+        step.detail = health_task(environment, version)
+
+
+def _dry_run_report(
+    env: str, version: str, before: str | None, preflight: Preflight, sql: dict[str, str]
+) -> str:
+    lines = [
+        f"# Release plan: {before or 'nothing'} -> {version} on {env} (dry run, nothing changed)",
+        "",
+        "| check | result |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in preflight.lines.items()],
+        "",
+        f"## Pending migrations ({len(sql)})",
+    ]
+    for name, text in sql.items():
+        lines += ["", f"### {name}", "", "```sql", text.strip(), "```"]
+    return "\n".join(lines)

@@ -1,0 +1,240 @@
+"""The rollback: undo a release's completed steps in reverse, from its journal.
+
+Started by a failing release (as its subflow, under the release's lock) or on its own
+(`slipway rollback --env NAME`, or the rollback deployment), which finds the release left
+unfinished or failed, else the latest one. Every step is idempotent: a rollback that
+failed or was killed can simply be run again.
+
+Database: when the release's migrations ran, the pre-release backup is restored if the
+policy says `restore` and the app was stopped during the migration (nothing written since
+the backup is lost then), after an approval if it says `ask`, and never if it says
+`never`. A release that had succeeded keeps its database: its data is live data.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import get_run_context
+
+from blocks.environment import Environment
+from blocks.errors import SlipwayError
+from flows.restore import restore_database
+from tasks.approval import wait_for_approval
+from tasks.backup_catalog import utcnow
+from tasks.compose_target import ComposeTarget
+from tasks.deploy_lock import deploy_lock
+from tasks.health import wait_healthy
+from tasks.notify import HOOKS, Emergency
+from tasks.release_journal import (
+    NEEDS_ROLLBACK,
+    Journal,
+    RollbackMetrics,
+    RollbackRecord,
+    list_releases,
+    system_metrics,
+)
+from tasks.release_journal import find_release as read_release
+
+
+def pick_release(journals: list[Journal], release_id: str | None) -> Journal | None:
+    """The release to roll back: the one named, else the newest left unfinished or failed,
+    else the newest of all."""
+    if release_id:
+        named = [j for j in journals if j.record.id == release_id]
+        return named[0] if named else None
+    for journal in journals:
+        if journal.record.status in NEEDS_ROLLBACK:
+            return journal
+    return journals[0] if journals else None
+
+
+def database_plan(journal: Journal, environment: Environment) -> tuple[bool, str]:
+    """Whether to restore the pre-release backup, and why (or why not)."""
+    record = journal.record
+    policy = environment.policy.database_rollback
+    if record.rollback and record.rollback.database_restored:
+        return False, f"backup {record.backup_id} was restored by an earlier rollback attempt"
+    if not record.changed("migrate"):
+        return False, "no migration ran: the database was not changed"
+    if record.status == "succeeded":
+        return False, (
+            "the release had succeeded, so its database holds live data and is kept; "
+            f"`slipway restore {record.backup_id}` brings back the pre-release state"
+        )
+    if not record.backup_id:
+        return False, "no pre-release backup was recorded: the database is left as it is"
+    if policy == "never":
+        return False, "policy database_rollback=never: the database is left as it is"
+    if policy == "restore" and not record.app_stopped:
+        return False, (
+            "the app ran during the migration, so a restore could lose new data: database left "
+            f"as it is (`slipway restore {record.backup_id}` if needed)"
+        )
+    return True, f"restore pre-release backup {record.backup_id} (policy {policy})"
+
+
+@task(cache_policy=NO_CACHE, name="stop-services")
+def stop_task(target: ComposeTarget) -> list[str]:
+    return target.stop_services()
+
+
+@task(cache_policy=NO_CACHE, name="redeploy")
+def redeploy_task(target: ComposeTarget, version: str | None) -> str:
+    if version is None:
+        return "nothing was deployed before the release: stopped " + ", ".join(
+            target.stop_services()
+        )
+    return target.deploy(version).summary()
+
+
+@task(cache_policy=NO_CACHE, name="health")
+def health_task(environment: Environment, version: str) -> str:
+    if not environment.health_checks:
+        return "no app-wide checks configured (each service passed its own gate)"
+    return wait_healthy(environment.health_checks, version).summary()
+
+
+def _run_label() -> str:
+    try:
+        return str(get_run_context().flow_run.name)  # type: ignore[union-attr]
+    except Exception:
+        return "cli"
+
+
+@flow(name="rollback", **HOOKS)
+def rollback(
+    env: str,
+    to_version: str | None = None,
+    release_id: str | None = None,
+    yes: bool = False,
+    inside_release: bool = False,
+) -> dict[str, Any]:
+    """Roll an environment back to the version live before its last release.
+
+    env: the environment block's name. to_version: the version to go back to (default: the
+    one the release journal recorded as live before). release_id: which release (default:
+    the newest left unfinished or failed, else the newest). yes: confirm restoring the
+    database when the rollback needs it (data written since the pre-release backup is
+    replaced). inside_release: set by the release flow, which already holds the lock.
+    """
+    environment = Environment.resolve(env)
+    db = environment.database()
+    store = environment.store()
+    client = store.client()
+    target = ComposeTarget(environment.target)
+    logger = get_run_logger()
+    if not inside_release and environment.policy.approve_rollback:
+        wait_for_approval(
+            f"roll back {env}" + (f" to {to_version}" if to_version else ""),
+            environment.policy.approval_timeout_minutes,
+        )
+    lock = (
+        nullcontext()
+        if inside_release
+        else deploy_lock(db, env, f"rollback ({_run_label()})", environment.policy.lock_wait_seconds)
+    )
+    with lock:
+        if release_id:
+            journal: Journal | None = read_release(client, store, env, release_id)
+        else:
+            journal = pick_release(list_releases(client, store, env), None)
+        if journal is None:
+            if to_version is None:
+                raise SlipwayError(
+                    f"nothing to roll back in {env}: no release journal; pass --to VERSION"
+                )
+            detail = redeploy_task(target, to_version)
+            health = health_task(environment, to_version)
+            return {"version": to_version, "database_restored": False, "detail": f"{detail}; {health}"}
+        return _undo(journal, environment, target, to_version, yes, inside_release, logger)
+
+
+def _undo(
+    journal: Journal,
+    environment: Environment,
+    target: ComposeTarget,
+    to_version: str | None,
+    yes: bool,
+    inside_release: bool,
+    logger: Any,
+) -> dict[str, Any]:
+    record = journal.record
+    env = record.environment
+    version = to_version or record.previous_version
+    restore, why = database_plan(journal, environment)
+    if restore and not (yes or inside_release):
+        raise SlipwayError(
+            f"rolling back {env} restores backup {record.backup_id} into "
+            f"{environment.database().database!r}, replacing what was written since: "
+            "pass --yes to confirm"
+        )
+    if restore and environment.policy.database_rollback == "ask":
+        wait_for_approval(why, environment.policy.approval_timeout_minutes)
+    logger.info("rolling back %s release %s to %s; database: %s", env, record.id, version, why)
+    previous = record.rollback
+    rb = RollbackRecord(started_at=utcnow(), to_version=version)
+    if previous is not None:
+        rb.database_restored = previous.database_restored
+    record.rollback = rb
+    journal.save()
+    try:
+        if restore:
+            with journal.step("stop", rb.steps) as step:
+                step.detail = "stopped " + ", ".join(stop_task(target))
+            with journal.step("restore-database", rb.steps) as step:
+                result = restore_database(
+                    backup=record.backup_id or "latest",
+                    yes=True,
+                    target_database_block=environment.database_block,
+                    store_block=environment.store_block,
+                )
+                rb.database_restored = True
+                step.detail = result["state"]
+        else:
+            journal.skip("restore-database", why, rb.steps)
+        with journal.step("redeploy", rb.steps) as step:
+            step.detail = redeploy_task(target, version)
+        if version is not None:
+            with journal.step("health", rb.steps) as step:
+                step.detail = health_task(environment, version)
+    except BaseException as exc:
+        error = str(exc) if isinstance(exc, SlipwayError) else f"{type(exc).__name__}: {exc}"
+        rb.status, rb.error = "failed", error
+        _finish(journal, rb, target)
+        journal.finish("rollback_failed")
+        raise Emergency(
+            f"ROLLBACK of {env} to {version or 'nothing'} FAILED: {error}; the environment may be "
+            f"between versions: see `slipway status --env {env}`, fix, then `slipway rollback "
+            f"--env {env}` again"
+        ) from exc
+    rb.status = "succeeded"
+    _finish(journal, rb, target)
+    journal.finish("rolled_back")
+    return {
+        "release": record.id,
+        "version": version,
+        "database_restored": rb.database_restored,
+        "database": why,
+        "steps": [s.model_dump(mode="json") for s in rb.steps],
+    }
+
+
+def _finish(journal: Journal, rb: RollbackRecord, target: ComposeTarget) -> None:
+    record = journal.record
+    rb.finished_at = utcnow()
+    duration = (rb.finished_at - rb.started_at).total_seconds()
+    rb.metrics = RollbackMetrics(
+        timestamp=rb.finished_at,
+        event="rollback_success" if rb.status == "succeeded" else "rollback_failure",
+        version=rb.to_version,
+        duration_seconds=round(duration, 3),
+        status="success" if rb.status == "succeeded" else "failure",
+        hostname=record.hostname,
+        user=record.user,
+        system_metrics=system_metrics(target.docker_client()),
+    )
+    journal.save()
