@@ -104,7 +104,7 @@ def _check_secrets(data: dict[str, Any], path: Path) -> None:
             node = node.get(key) if isinstance(node, dict) else None
         if node is not None and not (isinstance(node, str) and REFERENCE.fullmatch(node)):
             raise ConfigError(
-                f"{'.'.join(keys)} in {path} is a literal secret: write \"${{SOME_VAR}}\" and "
+                f'{".".join(keys)} in {path} is a literal secret: write "${{SOME_VAR}}" and '
                 "export SOME_VAR where you run `slipway env apply`"
             )
     url = (data.get("database") or {}).get("url", "") if isinstance(data, dict) else ""

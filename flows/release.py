@@ -213,7 +213,9 @@ def _release_steps(
         )
         record.backup_id = manifest["id"]
         if preflight.recent_backup is None:
-            verify_backup(manifest["id"], False, environment.database_block, environment.store_block)
+            verify_backup(
+                manifest["id"], False, environment.database_block, environment.store_block
+            )
         step.detail = f"backup {manifest['id']}"
     pending = preflight.pending
     if pending:

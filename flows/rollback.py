@@ -135,7 +135,9 @@ def rollback(
     lock = (
         nullcontext()
         if inside_release
-        else deploy_lock(db, env, f"rollback ({_run_label()})", environment.policy.lock_wait_seconds)
+        else deploy_lock(
+            db, env, f"rollback ({_run_label()})", environment.policy.lock_wait_seconds
+        )
     )
     with lock:
         if release_id:
@@ -149,7 +151,11 @@ def rollback(
                 )
             detail = redeploy_task(target, to_version)
             health = health_task(environment, to_version)
-            return {"version": to_version, "database_restored": False, "detail": f"{detail}; {health}"}
+            return {
+                "version": to_version,
+                "database_restored": False,
+                "detail": f"{detail}; {health}",
+            }
         return _undo(journal, environment, target, to_version, yes, inside_release, logger)
 
 

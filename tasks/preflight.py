@@ -149,4 +149,3 @@ def run_preflight(
             + "; ".join(f"{k}: {v}" for k, v in found.failures.items())
         )
     return found
-

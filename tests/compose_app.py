@@ -35,7 +35,7 @@ REPOSITORY = "slipway-demo"
 SERVICES = ("api", "worker", "web")
 LABEL = "slipway.fixture"
 
-# Prisma migration folders in each api image (cumulative): v2 adds a column, v4's fails.
+# Prisma migration folders in each api image (cumulative): v2 adds a column, v4 two.
 MIGRATIONS: dict[str, dict[str, str]] = {
     "v1": {"20240101000000_init": "CREATE TABLE items (id serial PRIMARY KEY, name text);\n"},
 }
@@ -44,8 +44,10 @@ MIGRATIONS["v2"] = {
     "20240201000000_add_price": "ALTER TABLE items ADD COLUMN price integer;\n",
 }
 MIGRATIONS["v3"] = dict(MIGRATIONS["v2"])
+# v4's first migration applies, its second fails: the database is half-migrated.
 MIGRATIONS["v4"] = {
     **MIGRATIONS["v3"],
+    "20240301000000_add_stock": "ALTER TABLE items ADD COLUMN stock integer NOT NULL DEFAULT 0;\n",
     "20240401000000_broken": "ALTER TABLE no_such_table ADD COLUMN x integer;\n",
 }
 

@@ -1,0 +1,281 @@
+"""Releases of the three-service compose app end to end: real Docker, PostgreSQL, S3, Prefect.
+
+One environment goes through the issue's story in order: v1, then v2 with a migration
+(succeeds), v3 whose health endpoint fails (back on v2, database untouched), v4 whose
+second migration fails after its first applied (back on v2, database restored), a release
+killed mid-way then `slipway rollback`, and two releases at once.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.compose_app import ComposeApp, build_images, create_app, migrations_for
+from tests.harness.docker_engine import DockerInfo
+from tests.harness.postgres import PostgresInfo
+from tests.harness.prefect_server import PrefectInfo
+from tests.harness.procs import wait_until
+from tests.harness.s3 import S3Info
+from tests.pg_fixtures import create_database, snapshot
+
+pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.s3, pytest.mark.prefect]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Stage:
+    name: str
+    app: ComposeApp
+    database: str
+    bucket: str
+    pg: PostgresInfo
+    s3: S3Info
+    docker: DockerInfo
+    releases_dir: Path
+    cli_env: dict[str, str]
+
+    def versions(self) -> dict[str, str]:
+        """The image tag each service's container runs, read from the engine."""
+        client = self.docker.client()
+        return {
+            service: container.image.tags[0].rsplit(":", 1)[1]
+            for service, container in self.app.containers(client).items()
+            if container.status == "running"
+        }
+
+    def api_version(self) -> str:
+        return str(httpx.get(self.app.api_health_url, timeout=5).json()["version"])
+
+    def web_says(self) -> str:
+        return httpx.get(self.app.web_url, timeout=5).text
+
+    def db(self) -> dict[str, Any]:
+        return snapshot(self.pg, self.database)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "deployments.cli", *args],
+            cwd=REPO,
+            env=self.cli_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def stage(
+    docker_engine: DockerInfo,
+    postgres: PostgresInfo,
+    s3: S3Info,
+    prefect_server: PrefectInfo,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Stage]:
+    from blocks.environment import Environment, MigrationSettings, ReleasePolicy
+    from blocks.object_storage import ObjectStorage
+    from blocks.postgres import PostgresDatabase
+    from blocks.rollout import HealthCheck
+
+    client = docker_engine.client()
+    build_images(client)
+    root = tmp_path_factory.mktemp("release")
+    releases_dir = root / "releases"
+    for version in ("v1", "v2", "v3", "v4"):
+        folder = releases_dir / version / "prisma" / "migrations"
+        for name, sql in migrations_for(version).items():
+            (folder / name).mkdir(parents=True)
+            (folder / name / "migration.sql").write_text(sql)
+    app = create_app(root / "app")
+    name = f"rel-{secrets.token_hex(3)}"
+    database = create_database(postgres, sql="")
+    bucket = f"rel-{secrets.token_hex(4)}"
+    s3.client().create_bucket(Bucket=bucket)
+    PostgresDatabase.from_url(postgres.url(database)).save(f"{name}-database", overwrite=True)
+    ObjectStorage(**s3.storage(bucket, "backups").model_dump()).save(
+        f"{name}-store", overwrite=True
+    )
+    Environment(
+        database_block=f"{name}-database",
+        store_block=f"{name}-store",
+        target=app.settings,
+        health_checks=[
+            HealthCheck(
+                kind="http",
+                url=app.api_health_url,
+                version_field="version",
+                deadline_seconds=15,
+                interval_seconds=0.2,
+                successes=2,
+            )
+        ],
+        migrations=MigrationSettings(
+            directory=releases_dir / "{version}" / "prisma" / "migrations"
+        ),
+        policy=ReleasePolicy(min_free_disk_mb=1),
+    ).save(name, overwrite=True)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SLIPWAY_", "AWS_", "PG"))}
+    cli_env = base | {"PREFECT_API_URL": prefect_server.api_url, "DOCKER_HOST": docker_engine.host}
+    yield Stage(name, app, database, bucket, postgres, s3, docker_engine, releases_dir, cli_env)
+    app.remove(client)
+
+
+def release(stage: Stage, version: str, **kwargs: Any) -> dict[str, Any]:
+    from flows.release import release as release_flow
+
+    result: dict[str, Any] = release_flow(version, stage.name, **kwargs)
+    return result
+
+
+def journal(stage: Stage, release_id: str | None = None) -> Any:
+    from blocks.object_storage import ObjectStorage
+    from tasks.release_journal import list_releases
+
+    store = ObjectStorage.load(f"{stage.name}-store")
+    journals = list_releases(store.client(), store, stage.name)
+    if release_id:
+        return next(j.record for j in journals if j.record.id == release_id)
+    return journals[0].record
+
+
+def test_1_first_release_and_v2_with_a_migration(stage: Stage) -> None:
+    first = release(stage, "v1")
+    assert first["previous_version"] is None
+    assert stage.versions() == {"api": "v1", "worker": "v1", "web": "v1"}
+
+    second = release(stage, "v2")
+    assert second["status"] == "succeeded"
+    assert second["previous_version"] == "v1"
+    assert second["migrations_applied"] == ["20240201000000_add_price"]
+    assert stage.versions() == {"api": "v2", "worker": "v2", "web": "v2"}
+    assert stage.api_version() == "v2"
+    assert "v2" in stage.web_says()
+    db = stage.db()
+    assert ("public", "items", "price", "integer", "YES", None) in db["columns"]
+    # The pre-release backup is tagged with the release and holds the database before it.
+    record = journal(stage)
+    assert record.backup_id
+    assert [s.name for s in record.steps] == ["backup", "stop", "migrate", "rollout", "health"]
+    assert all(s.status == "succeeded" for s in record.steps)
+
+
+def test_2_dry_run_lists_pending_sql_and_changes_nothing(stage: Stage) -> None:
+    before = stage.db()
+    plan = stage.cli("release", "v4", "--env", stage.name, "--dry-run", "--json")
+    assert plan.returncode == 0, plan.stderr
+    assert '"pending_migrations": ["20240301000000_add_stock", "20240401000000_broken"]' in (
+        plan.stdout
+    )
+    assert stage.versions() == {"api": "v2", "worker": "v2", "web": "v2"}
+    assert stage.db() == before
+
+
+def test_3_failing_health_ends_on_v2_with_the_database_as_before(stage: Stage) -> None:
+    from flows.release import ReleaseFailed
+
+    before = stage.db()
+    with pytest.raises(ReleaseFailed, match=r"release v3 .* failed: .*rolled back to v2"):
+        release(stage, "v3")
+    assert stage.versions() == {"api": "v2", "worker": "v2", "web": "v2"}
+    assert stage.api_version() == "v2"
+    assert stage.db() == before
+    record = journal(stage)
+    assert record.version == "v3"
+    assert record.status == "rolled_back"
+    assert record.rollback is not None
+    assert record.rollback.status == "succeeded"
+    assert record.rollback.to_version == "v2"
+    assert not record.rollback.database_restored
+    assert record.rollback.metrics is not None
+    assert record.rollback.metrics.event == "rollback_success"
+
+
+def test_4_failing_migration_ends_on_v2_with_the_database_restored(stage: Stage) -> None:
+    from flows.release import ReleaseFailed
+
+    with psycopg.connect(stage.pg.url(stage.database), autocommit=True) as conn:
+        conn.execute("INSERT INTO items (name, price) VALUES ('kept', 42)")
+    before = stage.db()
+    with pytest.raises(ReleaseFailed) as failed:
+        release(stage, "v4")
+    message = str(failed.value)
+    assert "20240401000000_broken" in message
+    assert "no_such_table" in message
+    assert "rolled back to v2; database restored" in message
+    assert stage.versions() == {"api": "v2", "worker": "v2", "web": "v2"}
+    assert stage.api_version() == "v2"
+    # v4's first migration had applied: the restore took it back, row for row.
+    assert stage.db() == before
+    record = journal(stage)
+    assert record.status == "rolled_back"
+    assert record.rollback is not None
+    assert record.rollback.database_restored
+
+
+def test_5_killed_release_then_rollback_gives_v2(stage: Stage) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deployments.cli", "release", "v3", "--env", stage.name],
+        cwd=REPO,
+        env=stage.cli_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        # Killed as soon as the api runs v3: the environment is between versions.
+        wait_until(lambda: stage.versions().get("api") == "v3", timeout=120, what="api on v3")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert stage.versions()["api"] == "v3"
+    record = journal(stage)
+    assert (record.version, record.status) == ("v3", "running")
+
+    status = stage.cli("status", "--env", stage.name)
+    assert status.returncode == 0, status.stderr
+    assert f"unfinished: {record.id}" in status.stdout
+
+    back = stage.cli("rollback", "--env", stage.name, "--yes")
+    assert back.returncode == 0, back.stderr
+    assert back.stdout.strip() == f"{stage.name} back on v2; database kept"
+    assert stage.versions() == {"api": "v2", "worker": "v2", "web": "v2"}
+    assert stage.api_version() == "v2"
+    assert journal(stage, record.id).status == "rolled_back"
+
+
+def test_6_two_releases_at_once_one_is_refused(stage: Stage) -> None:
+    first = subprocess.Popen(
+        [sys.executable, "-m", "deployments.cli", "release", "v2", "--env", stage.name],
+        cwd=REPO,
+        env=stage.cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    from blocks.postgres import PostgresDatabase
+    from tasks.deploy_lock import lock_holder
+
+    db = PostgresDatabase.load(f"{stage.name}-database")
+    wait_until(lambda: lock_holder(db, stage.name) is not None, timeout=120, what="first lock")
+    second = stage.cli("release", "v2", "--env", stage.name)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert second.returncode == 1
+    assert second.stderr.startswith(f"error: environment {stage.name!r} is busy: 'release v2")
+    assert "slipway unlock" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+    assert lock_holder(db, stage.name) is None
+    assert stage.versions() == {"api": "v2", "worker": "v2", "web": "v2"}
