@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 demo: system-deps sync ## throwaway PostgreSQL + S3: backup, list, verify --drill, restore, summary
 	$(UV) run --frozen python -m tests.demo
 
-BENCHES ?= backup_bench mirror_bench
+BENCHES ?= backup_bench mirror_bench release_bench
 
 bench: system-deps sync ## benchmarks against their baselines, one JSON line each (BENCHES=...)
 	@for b in $(BENCHES); do $(UV) run --frozen python -m bench.$$b || exit 1; done
@@ -53,5 +53,7 @@ typecheck: sync ## mypy (strict)
 
 check: lint typecheck ## lint and type-check
 
+# Without PYTEST_ARGS: the whole suite as two sessions side by side (tests/run_groups.py);
+# with them, one pytest session (e.g. PYTEST_ARGS="tests/test_release.py -x").
 test: system-deps check ## everything: install, lint, type-check, start the services, run the tests
-	$(UV) run --frozen pytest $(PYTEST_ARGS)
+	$(if $(PYTEST_ARGS),$(UV) run --frozen pytest $(PYTEST_ARGS),$(UV) run --frozen python -m tests.run_groups)

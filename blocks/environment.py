@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Self
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from blocks.base import SlipwayBlock, load_named
 from blocks.errors import ConfigError
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 class BucketBackup(BaseModel):
     """One of the app's buckets in the nightly backup."""
+
+    model_config = ConfigDict(extra="forbid")
 
     source: str = Field(description="The app's bucket: s3://bucket/prefix.")
     mode: Literal["mirror", "snapshot"] = Field(
@@ -40,6 +42,8 @@ class BucketBackup(BaseModel):
 
 class MigrationSettings(BaseModel):
     """How the app's Prisma migrations are applied."""
+
+    model_config = ConfigDict(extra="forbid")
 
     mode: Literal["native", "cli", "none"] = Field(
         default="native",
@@ -66,6 +70,8 @@ class MigrationSettings(BaseModel):
 
 class ReleasePolicy(BaseModel):
     """What releases, rollbacks and restores of this environment may do on their own."""
+
+    model_config = ConfigDict(extra="forbid")
 
     max_backup_age_hours: float = Field(
         default=24.0,

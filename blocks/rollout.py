@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from blocks.errors import ConfigError
 
@@ -21,6 +21,8 @@ _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 class HealthCheck(BaseModel):
     """One health probe, polled until it passes `successes` times in a row or its deadline ends."""
+
+    model_config = ConfigDict(extra="forbid")
 
     kind: Literal["http", "tcp", "container"] = Field(
         description="http: GET a URL; tcp: open a connection; container: the container's "
@@ -92,6 +94,8 @@ def _default_services() -> list[str]:
 
 class ComposeTargetSettings(BaseModel):
     """A docker compose project whose services all run one version tag."""
+
+    model_config = ConfigDict(extra="forbid")
 
     project_directory: Path = Field(description="Directory holding the compose file(s).")
     compose_files: list[str] = Field(

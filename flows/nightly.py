@@ -106,12 +106,23 @@ def nightly_backup(
     min_keep: int = 3,
     buckets: list[BucketBackup] | None = None,
 ) -> dict[str, Any]:
-    """Back up the database (verify it, drill: restore it too, then prune) and each bucket.
+    """Back up the database (verify it, then prune) and each of the app's buckets.
 
-    env: the environment whose blocks to use (its database, store and buckets); without it,
-    the blocks named here, else the process environment (DATABASE_URL, SLIPWAY_BACKUP_URL).
-    buckets: the app's buckets, each mirrored or snapshotted into the backup store.
-    Retention (keep_*) applies to database backups and to snapshots alike.
+    Args:
+        env: The environment whose blocks to use (its database, store and buckets); without
+            it, the blocks named here, else DATABASE_URL and SLIPWAY_BACKUP_URL.
+        database_block: PostgresDatabase block (default: the environment's, or DATABASE_URL).
+        store_block: ObjectStorage block of the backup store.
+        compression: zstd, or gzip for compatibility.
+        level: Compression level.
+        drill: Also restore the new backup into a scratch database and compare row counts.
+        keep_last: Retention: the newest backups kept whatever their age.
+        keep_daily: Retention: one per day for this many days.
+        keep_weekly: Retention: one per week for this many weeks.
+        keep_monthly: Retention: one per month for this many months.
+        min_keep: Retention never goes below this many backups.
+        buckets: The app's buckets, each mirrored or snapshotted into the backup store
+            (default: the environment's).
     """
     if env:
         environment = Environment.resolve(env)

@@ -22,12 +22,13 @@ from flows.backup import backup_database
 from flows.rollback import rollback
 from flows.verify import verify_backup
 from tasks.compose_target import ComposeTarget
-from tasks.deploy_lock import deploy_lock
-from tasks.health import wait_healthy
+from tasks.deploy_lock import deploy_lock, run_label
+from tasks.health import app_health_task
 from tasks.notify import HOOKS
 from tasks.preflight import Preflight, migrations_dir, run_preflight
 from tasks.prisma import deploy_migrations, prisma_cli_deploy
 from tasks.release_journal import Journal, ReleaseRecord
+from tasks.rollout import deploy_task, stop_services_task
 
 # The version becomes every service's image tag.
 IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
@@ -45,13 +46,6 @@ def check_version(version: str) -> None:
         )
 
 
-def _run_label() -> str:
-    try:
-        return str(get_run_context().flow_run.name)  # type: ignore[union-attr]
-    except Exception:
-        return "cli"
-
-
 @task(cache_policy=NO_CACHE, name="preflight")
 def preflight_task(
     environment: Environment, target: ComposeTarget, version: str, skip: list[str]
@@ -59,11 +53,6 @@ def preflight_task(
     return run_preflight(
         environment, environment.database(), environment.store(), target, version, skip
     )
-
-
-@task(cache_policy=NO_CACHE, name="stop-services")
-def stop_task(target: ComposeTarget) -> list[str]:
-    return target.stop_services()
 
 
 @task(cache_policy=NO_CACHE, name="migrate")
@@ -77,18 +66,6 @@ def migrate_task(environment: Environment, version: str, pending: list[str]) -> 
         return pending
     report = deploy_migrations(db, migrations_dir(environment, version), log=get_run_logger())
     return list(report.applied)
-
-
-@task(cache_policy=NO_CACHE, name="rollout")
-def rollout_task(target: ComposeTarget, version: str) -> str:
-    return target.deploy(version).summary()
-
-
-@task(cache_policy=NO_CACHE, name="health")
-def health_task(environment: Environment, version: str) -> str:
-    if not environment.health_checks:
-        return "no app-wide checks configured (each service passed its own gate)"
-    return wait_healthy(environment.health_checks, version).summary()
 
 
 def release_report(record: ReleaseRecord, preflight: Preflight | None) -> str:
@@ -130,12 +107,15 @@ def release(
     dry_run: bool = False,
     skip_checks: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Release a version (the image tag, e.g. v1.4.2) to an environment.
+    """Release a version to an environment; any failure rolls back to the version before.
 
-    version: what every service will run. env: the environment block's name.
-    dry_run: run the preflight and print the plan (pending migrations and their SQL), change
-    nothing. skip_checks: preflight checks to skip on purpose (disk, database, tools,
-    target, migrations, backup); recorded in the journal.
+    Args:
+        version: The version to release: every service's image tag, e.g. v1.4.2.
+        env: The environment (its Slipway Environment block's name).
+        dry_run: Run the preflight and show the plan (pending migrations and their SQL);
+            change nothing.
+        skip_checks: Preflight checks to skip on purpose (disk, database, tools, target,
+            migrations, backup); recorded in the release journal.
     """
     check_version(version)
     skip = list(skip_checks or [])
@@ -144,7 +124,7 @@ def release(
     store = environment.store()
     target = ComposeTarget(environment.target)
     logger = get_run_logger()
-    holder = f"release {version} ({_run_label()})"
+    holder = f"release {version} ({run_label()})"
     with deploy_lock(db, env, holder, environment.policy.lock_wait_seconds):
         preflight = preflight_task(environment, target, version, skip)
         before = target.current_version()
@@ -221,7 +201,7 @@ def _release_steps(
     if pending:
         if environment.migrations.stop_app and before is not None:
             with journal.step("stop") as step:
-                step.detail = "stopped " + ", ".join(stop_task(target))
+                step.detail = stop_services_task(target)
                 record.app_stopped = True
         with journal.step("migrate") as step:
             record.migrations_applied = migrate_task(environment, version, pending)
@@ -229,9 +209,9 @@ def _release_steps(
     else:
         journal.skip("migrate", "no pending migrations")
     with journal.step("rollout") as step:
-        step.detail = rollout_task(target, version)
+        step.detail = deploy_task(target, version)
     with journal.step("health") as step:
-        step.detail = health_task(environment, version)
+        step.detail = app_health_task(environment.health_checks, version)
 
 
 def _dry_run_report(

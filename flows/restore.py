@@ -95,13 +95,19 @@ def restore_database(
     store_block: str | None = None,
     env: str | None = None,
 ) -> dict[str, Any]:
-    """Restore a backup (an id, or latest) into the target database.
+    """Restore a backup into a database: beside it first, then swap names.
 
-    target_database_url: postgresql://user@host:port/db, without a password (PGPASSWORD or
-    the block gives it). source_database: whose backups, by database name (default: the
-    target's). The target is replaced only once the restore beside it is complete.
-    env: restore into that environment's database from its store; when its policy says so,
-    the run first waits for a person's approval in the Prefect UI.
+    Args:
+        target_database_url: postgresql://user@host:port/db, without a password (PGPASSWORD
+            or the block gives it).
+        backup: The backup's id, or latest.
+        source_database: Whose backups, by database name (default: the target's).
+        yes: Replace a target that holds tables (the old one is kept under another name).
+        jobs: Parallel pg_restore jobs.
+        target_database_block: PostgresDatabase block of the target, instead of a URL.
+        store_block: ObjectStorage block of the backup store (default: SLIPWAY_BACKUP_URL).
+        env: Restore into this environment's database from its store; when its policy says
+            so, the run first waits for a person's approval in the Prefect UI.
     """
     environment = Environment.resolve(env) if env else None
     if environment is not None:

@@ -16,9 +16,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-from prefect.context import get_run_context
+from prefect import flow, get_run_logger
 
 from blocks.environment import Environment
 from blocks.errors import SlipwayError
@@ -26,8 +24,8 @@ from flows.restore import restore_database
 from tasks.approval import wait_for_approval
 from tasks.backup_catalog import utcnow
 from tasks.compose_target import ComposeTarget
-from tasks.deploy_lock import deploy_lock
-from tasks.health import wait_healthy
+from tasks.deploy_lock import deploy_lock, run_label
+from tasks.health import app_health_task
 from tasks.notify import HOOKS, Emergency
 from tasks.release_journal import (
     NEEDS_ROLLBACK,
@@ -38,6 +36,7 @@ from tasks.release_journal import (
     system_metrics,
 )
 from tasks.release_journal import find_release as read_release
+from tasks.rollout import deploy_task, stop_services_task
 
 
 def pick_release(journals: list[Journal], release_id: str | None) -> Journal | None:
@@ -77,32 +76,10 @@ def database_plan(journal: Journal, environment: Environment) -> tuple[bool, str
     return True, f"restore pre-release backup {record.backup_id} (policy {policy})"
 
 
-@task(cache_policy=NO_CACHE, name="stop-services")
-def stop_task(target: ComposeTarget) -> list[str]:
-    return target.stop_services()
-
-
-@task(cache_policy=NO_CACHE, name="redeploy")
-def redeploy_task(target: ComposeTarget, version: str | None) -> str:
+def redeploy(target: ComposeTarget, version: str | None) -> str:
     if version is None:
-        return "nothing was deployed before the release: stopped " + ", ".join(
-            target.stop_services()
-        )
-    return target.deploy(version).summary()
-
-
-@task(cache_policy=NO_CACHE, name="health")
-def health_task(environment: Environment, version: str) -> str:
-    if not environment.health_checks:
-        return "no app-wide checks configured (each service passed its own gate)"
-    return wait_healthy(environment.health_checks, version).summary()
-
-
-def _run_label() -> str:
-    try:
-        return str(get_run_context().flow_run.name)  # type: ignore[union-attr]
-    except Exception:
-        return "cli"
+        return "nothing was deployed before the release: " + stop_services_task(target)
+    return deploy_task(target, version)
 
 
 @flow(name="rollback", **HOOKS)
@@ -115,11 +92,15 @@ def rollback(
 ) -> dict[str, Any]:
     """Roll an environment back to the version live before its last release.
 
-    env: the environment block's name. to_version: the version to go back to (default: the
-    one the release journal recorded as live before). release_id: which release (default:
-    the newest left unfinished or failed, else the newest). yes: confirm restoring the
-    database when the rollback needs it (data written since the pre-release backup is
-    replaced). inside_release: set by the release flow, which already holds the lock.
+    Args:
+        env: The environment (its Slipway Environment block's name).
+        to_version: The version to go back to (default: the one the release journal
+            recorded as live before the release).
+        release_id: Which release to undo (default: the newest left unfinished or failed,
+            else the newest).
+        yes: Confirm restoring the database when the rollback needs it: what was written
+            since the pre-release backup is replaced (the old database is kept aside).
+        inside_release: Set by the release flow, which already holds the environment's lock.
     """
     environment = Environment.resolve(env)
     db = environment.database()
@@ -135,9 +116,7 @@ def rollback(
     lock = (
         nullcontext()
         if inside_release
-        else deploy_lock(
-            db, env, f"rollback ({_run_label()})", environment.policy.lock_wait_seconds
-        )
+        else deploy_lock(db, env, f"rollback ({run_label()})", environment.policy.lock_wait_seconds)
     )
     with lock:
         if release_id:
@@ -149,8 +128,8 @@ def rollback(
                 raise SlipwayError(
                     f"nothing to roll back in {env}: no release journal; pass --to VERSION"
                 )
-            detail = redeploy_task(target, to_version)
-            health = health_task(environment, to_version)
+            detail = redeploy(target, to_version)
+            health = app_health_task(environment.health_checks, to_version)
             return {
                 "version": to_version,
                 "database_restored": False,
@@ -190,7 +169,7 @@ def _undo(
     try:
         if restore:
             with journal.step("stop", rb.steps) as step:
-                step.detail = "stopped " + ", ".join(stop_task(target))
+                step.detail = stop_services_task(target)
             with journal.step("restore-database", rb.steps) as step:
                 result = restore_database(
                     backup=record.backup_id or "latest",
@@ -203,10 +182,10 @@ def _undo(
         else:
             journal.skip("restore-database", why, rb.steps)
         with journal.step("redeploy", rb.steps) as step:
-            step.detail = redeploy_task(target, version)
+            step.detail = redeploy(target, version)
         if version is not None:
             with journal.step("health", rb.steps) as step:
-                step.detail = health_task(environment, version)
+                step.detail = app_health_task(environment.health_checks, version)
     except BaseException as exc:
         error = str(exc) if isinstance(exc, SlipwayError) else f"{type(exc).__name__}: {exc}"
         rb.status, rb.error = "failed", error

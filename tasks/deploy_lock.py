@@ -76,6 +76,14 @@ def lock_holder(db: PostgresSettings, environment: str) -> LockHolder | None:
     )
 
 
+def run_label() -> str:
+    """The current flow run's name, to tell holders apart; `cli` outside a run."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    return str(context.flow_run.name) if context and context.flow_run else "cli"
+
+
 def describe(holder: LockHolder) -> str:
     minutes = int(holder.age_seconds // 60)
     age = f"{minutes} min" if minutes else f"{int(holder.age_seconds)} s"

@@ -272,3 +272,11 @@ def _poll(
 def wait_healthy_task(checks: list[HealthCheck], version: str | None = None) -> HealthReport:
     """Prefect task: `wait_healthy` with the default Docker engine."""
     return wait_healthy(checks, version)
+
+
+@task(cache_policy=NO_CACHE, name="app-health")
+def app_health_task(checks: list[HealthCheck], version: str) -> str:
+    """Prefect task: the app-wide checks after a rollout; their summary."""
+    if not checks:
+        return "no app-wide checks configured (each service passed its own gate)"
+    return wait_healthy(checks, version).summary()

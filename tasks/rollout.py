@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
 from blocks.errors import SlipwayError
 from tasks.health import HealthReport
 
@@ -132,3 +135,15 @@ class RolloutTarget(Protocol):
     def start_services(self, version: str) -> RolloutReport:
         """Start the services at `version` in order, each gated by its health checks."""
         ...
+
+
+@task(cache_policy=NO_CACHE, name="stop-services")
+def stop_services_task(target: RolloutTarget) -> str:
+    """Prefect task: stop the services (reverse order); says which."""
+    return "stopped " + ", ".join(target.stop_services())
+
+
+@task(cache_policy=NO_CACHE, name="rollout")
+def deploy_task(target: RolloutTarget, version: str) -> str:
+    """Prefect task: every service to `version`, gated; its summary."""
+    return target.deploy(version).summary()

@@ -173,7 +173,7 @@ def test_deploy_all_creates_each_deployment(
         release.global_concurrency_limit is not None and release.global_concurrency_limit.limit == 1
     )
     assert "version" in release.parameter_openapi_schema["required"]
-    assert release.parameter_openapi_schema["properties"]["version"]["title"]
+    assert "image tag" in release.parameter_openapi_schema["properties"]["version"]["description"]
     nightly = found["nightly-backup/production"]
     (schedule,) = nightly.schedules
     assert schedule.schedule.cron == "0 2 * * *"

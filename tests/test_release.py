@@ -9,7 +9,6 @@ killed mid-way then `slipway rollback`, and two releases at once.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -22,13 +21,14 @@ import httpx
 import psycopg
 import pytest
 
-from tests.compose_app import ComposeApp, build_images, create_app, migrations_for
+from tests.compose_app import ComposeApp, build_images
 from tests.harness.docker_engine import DockerInfo
 from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.procs import wait_until
 from tests.harness.s3 import S3Info
-from tests.pg_fixtures import create_database, snapshot
+from tests.pg_fixtures import snapshot
+from tests.release_env import save_release_environment
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.s3, pytest.mark.prefect]
 
@@ -44,7 +44,6 @@ class Stage:
     pg: PostgresInfo
     s3: S3Info
     docker: DockerInfo
-    releases_dir: Path
     cli_env: dict[str, str]
 
     def versions(self) -> dict[str, str]:
@@ -85,51 +84,14 @@ def stage(
     prefect_server: PrefectInfo,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stage]:
-    from blocks.environment import Environment, MigrationSettings, ReleasePolicy
-    from blocks.object_storage import ObjectStorage
-    from blocks.postgres import PostgresDatabase
-    from blocks.rollout import HealthCheck
-
     client = docker_engine.client()
     build_images(client)
     root = tmp_path_factory.mktemp("release")
-    releases_dir = root / "releases"
-    for version in ("v1", "v2", "v3", "v4"):
-        folder = releases_dir / version / "prisma" / "migrations"
-        for name, sql in migrations_for(version).items():
-            (folder / name).mkdir(parents=True)
-            (folder / name / "migration.sql").write_text(sql)
-    app = create_app(root / "app")
-    name = f"rel-{secrets.token_hex(3)}"
-    database = create_database(postgres, sql="")
-    bucket = f"rel-{secrets.token_hex(4)}"
-    s3.client().create_bucket(Bucket=bucket)
-    PostgresDatabase.from_url(postgres.url(database)).save(f"{name}-database", overwrite=True)
-    ObjectStorage(**s3.storage(bucket, "backups").model_dump()).save(
-        f"{name}-store", overwrite=True
-    )
-    Environment(
-        database_block=f"{name}-database",
-        store_block=f"{name}-store",
-        target=app.settings,
-        health_checks=[
-            HealthCheck(
-                kind="http",
-                url=app.api_health_url,
-                version_field="version",
-                deadline_seconds=15,
-                interval_seconds=0.2,
-                successes=2,
-            )
-        ],
-        migrations=MigrationSettings(
-            directory=releases_dir / "{version}" / "prisma" / "migrations"
-        ),
-        policy=ReleasePolicy(min_free_disk_mb=1),
-    ).save(name, overwrite=True)
+    # v3's failing health gate waits this long before the rollback starts.
+    name, app, database, bucket = save_release_environment(root, postgres, s3, health_deadline=8.0)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SLIPWAY_", "AWS_", "PG"))}
     cli_env = base | {"PREFECT_API_URL": prefect_server.api_url, "DOCKER_HOST": docker_engine.host}
-    yield Stage(name, app, database, bucket, postgres, s3, docker_engine, releases_dir, cli_env)
+    yield Stage(name, app, database, bucket, postgres, s3, docker_engine, cli_env)
     app.remove(client)
 
 
@@ -144,7 +106,7 @@ def journal(stage: Stage, release_id: str | None = None) -> Any:
     from blocks.object_storage import ObjectStorage
     from tasks.release_journal import list_releases
 
-    store = ObjectStorage.load(f"{stage.name}-store")
+    store = ObjectStorage.resolve(f"{stage.name}-store")
     journals = list_releases(store.client(), store, stage.name)
     if release_id:
         return next(j.record for j in journals if j.record.id == release_id)
@@ -152,8 +114,9 @@ def journal(stage: Stage, release_id: str | None = None) -> Any:
 
 
 def test_1_first_release_and_v2_with_a_migration(stage: Stage) -> None:
-    first = release(stage, "v1")
+    first = release(stage, "v1", skip_checks=["disk"])
     assert first["previous_version"] is None
+    assert first["skipped_checks"] == ["disk"]
     assert stage.versions() == {"api": "v1", "worker": "v1", "web": "v1"}
 
     second = release(stage, "v2")
@@ -179,6 +142,19 @@ def test_2_dry_run_lists_pending_sql_and_changes_nothing(stage: Stage) -> None:
     assert '"pending_migrations": ["20240301000000_add_stock", "20240401000000_broken"]' in (
         plan.stdout
     )
+    assert stage.versions() == {"api": "v2", "worker": "v2", "web": "v2"}
+    assert stage.db() == before
+
+    releases_before = journal(stage).id
+    missing = stage.cli("release", "v9", "--env", stage.name)
+    assert missing.returncode == 1
+    (line,) = missing.stderr.strip().splitlines()
+    assert line.startswith("error: preflight of v9 failed, nothing changed: target: ")
+    assert "slipway-demo/api:v9" in line
+    bad_tag = stage.cli("release", "v9;rm -rf /", "--env", stage.name)
+    assert bad_tag.returncode == 1
+    assert "cannot be an image tag" in bad_tag.stderr
+    assert journal(stage).id == releases_before  # no release was started
     assert stage.versions() == {"api": "v2", "worker": "v2", "web": "v2"}
     assert stage.db() == before
 
@@ -268,7 +244,7 @@ def test_6_two_releases_at_once_one_is_refused(stage: Stage) -> None:
     from blocks.postgres import PostgresDatabase
     from tasks.deploy_lock import lock_holder
 
-    db = PostgresDatabase.load(f"{stage.name}-database")
+    db = PostgresDatabase.resolve(f"{stage.name}-database")
     wait_until(lambda: lock_holder(db, stage.name) is not None, timeout=120, what="first lock")
     second = stage.cli("release", "v2", "--env", stage.name)
     _, err = first.communicate(timeout=300)

@@ -1,0 +1,90 @@
+"""Run the test suite as two pytest sessions at once: `make test` (and so CI) uses this.
+
+Most of the suite waits on services (health deadlines, S3, the Prefect API, Docker), so two
+sessions side by side finish in about two thirds of the time on two cores. Each session has
+its own harness (its own PostgreSQL, S3 and Prefect server on free ports); only the
+release group uses Docker, so no two sessions ever start a Docker engine. Each group's
+output is printed whole when it ends; the exit status fails if either group failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+TESTS = Path(__file__).resolve().parent
+RELEASES = [
+    "test_release.py",
+    "test_compose_target.py",
+    "test_health.py",
+    "test_services_smoke.py",
+    "test_deployments.py",
+    "test_webhook.py",
+    "test_prisma_migrations.py",
+    "test_notifiers.py",
+    "test_notify_hooks.py",
+]
+
+
+def groups() -> dict[str, list[str]]:
+    """Every test file in exactly one group: releases as listed, backups the rest."""
+    files = sorted(p.name for p in TESTS.glob("test_*.py"))
+    missing = [f for f in RELEASES if f not in files]
+    if missing:
+        raise SystemExit(f"run_groups: no such test files: {', '.join(missing)}")
+    backups = [f for f in files if f not in RELEASES]
+    return {"releases": RELEASES, "backups": backups}
+
+
+def main() -> int:
+    extra = sys.argv[1:]
+    running: dict[str, tuple[subprocess.Popen[bytes], IO[bytes], float]] = {}
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        del frame
+        for proc, _, _ in running.values():
+            proc.send_signal(signal.SIGTERM)  # each session stops its own services
+        for proc, _, _ in running.values():
+            proc.wait()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    failed = []
+    with contextlib.ExitStack() as stack:
+        for name, files in groups().items():
+            log = stack.enter_context(tempfile.TemporaryFile())
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pytest", *[str(TESTS / f) for f in files], *extra],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            running[name] = (proc, log, time.monotonic())
+            print(f"[{name}] started: {len(files)} files", flush=True)
+        pending = dict(running)
+        while pending:
+            for name, (proc, out, started) in list(pending.items()):
+                if proc.poll() is None:
+                    continue
+                del pending[name]
+                out.seek(0)
+                sys.stdout.write(f"\n===== [{name}] =====\n")
+                sys.stdout.write(out.read().decode(errors="replace"))
+                verdict = "passed" if proc.returncode == 0 else f"FAILED ({proc.returncode})"
+                sys.stdout.write(f"[{name}] {verdict} in {time.monotonic() - started:.0f} s\n")
+                sys.stdout.flush()
+                if proc.returncode != 0:
+                    failed.append(name)
+            time.sleep(0.5)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

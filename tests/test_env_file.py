@@ -1,0 +1,100 @@
+"""`slipway env apply`'s file: secrets only as ${VAR}, one-line errors, nothing half-read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from blocks.env_file import load_environment_file
+from blocks.errors import ConfigError
+
+GOOD = """
+name: production
+database: {url: "postgresql://app@db:5432/app", password: "${DB_PASSWORD}"}
+store:
+  url: s3://backups/prod
+  endpoint_url: http://minio:9000
+  access_key_id: backup
+  secret_access_key: "${BACKUP_SECRET}"
+target: {project_directory: /srv/app, services: [api, worker, web]}
+health_checks: [{kind: http, url: "http://localhost:3000/health", version_field: version}]
+migrations: {directory: "/srv/app/releases/{version}/prisma/migrations"}
+policy: {database_rollback: ask, approve_restore: true}
+notifiers:
+  slack: {webhook_url: "${SLACK_WEBHOOK_URL}"}
+  telegram: {bot_token: "${TELEGRAM_BOT_TOKEN}", chat_ids: "${ADMIN_TELEGRAM_IDS}"}
+"""
+SECRETS = {
+    "DB_PASSWORD": "pg-secret",
+    "BACKUP_SECRET": "s3-secret",
+    "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T/B/x",
+    "TELEGRAM_BOT_TOKEN": "123:abc",
+    "ADMIN_TELEGRAM_IDS": "111,222",
+}
+
+
+@pytest.fixture
+def secrets_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "env.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.usefixtures("secrets_set")
+def test_references_are_expanded(tmp_path: Path) -> None:
+    spec = load_environment_file(write(tmp_path, GOOD))
+    assert spec.name == "production"
+    assert spec.database.password == SECRETS["DB_PASSWORD"]
+    assert spec.store.secret_access_key == SECRETS["BACKUP_SECRET"]
+    assert spec.notifiers.telegram is not None
+    assert spec.notifiers.telegram.chat_ids == "111,222"
+    assert spec.target.services == ["api", "worker", "web"]
+    assert spec.policy.database_rollback == "ask"
+    assert spec.health_checks[0].version_field == "version"
+
+
+@pytest.mark.usefixtures("secrets_set")
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('"${DB_PASSWORD}"', '"hunter2"'), "database.password in .* is a literal secret"),
+        (('"${BACKUP_SECRET}"', "plain"), "store.secret_access_key in .* is a literal secret"),
+        (
+            ('"${SLACK_WEBHOOK_URL}"', "https://hooks.slack.com/services/T/B/x"),
+            "notifiers.slack.webhook_url in .* is a literal secret",
+        ),
+        (("postgresql://app@db", "postgresql://app:pw@db"), "database.url in .* holds a password"),
+        (
+            ('"${DB_PASSWORD}"', '"${NOT_SET_ANYWHERE}"'),
+            r"\$\{NOT_SET_ANYWHERE\}, which is not set",
+        ),
+        (("kind: http", "kind: carrier-pigeon"), "health_checks.0.kind"),
+        (("name: production", "name: Prod Env"), "environment name 'Prod Env'"),
+        (("services: [api, worker, web]", "services: [api, api]"), "each service once"),
+        (("policy: {", "policy: {surprise: 1, "), "policy.surprise"),
+    ],
+)
+def test_bad_files_get_one_line(tmp_path: Path, change: tuple[str, str], message: str) -> None:
+    old, new = change
+    assert old in GOOD
+    text = GOOD.replace(old, new, 1)
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_environment_file(write(tmp_path, text))
+    assert "\n" not in str(raised.value)
+    for secret in ("hunter2", "pg-secret", "s3-secret"):
+        assert secret not in str(raised.value)
+
+
+def test_not_yaml_or_missing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_environment_file(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_environment_file(write(tmp_path, "name: [unclosed"))
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_environment_file(write(tmp_path, "- a list"))
