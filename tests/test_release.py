@@ -64,6 +64,16 @@ class Stage:
     def db(self) -> dict[str, Any]:
         return snapshot(self.pg, self.database)
 
+    def start(self, *args: str, **popen: Any) -> subprocess.Popen[str]:
+        """`slipway ARGS` in the background."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "deployments.cli", *args],
+            cwd=REPO,
+            env=self.cli_env,
+            text=True,
+            **popen,
+        )
+
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "deployments.cli", *args],
@@ -202,10 +212,11 @@ def test_4_failing_migration_ends_on_v2_with_the_database_restored(stage: Stage)
 
 
 def test_5_killed_release_then_rollback_gives_v2(stage: Stage) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "deployments.cli", "release", "v3", "--env", stage.name],
-        cwd=REPO,
-        env=stage.cli_env,
+    proc = stage.start(
+        "release",
+        "v3",
+        "--env",
+        stage.name,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -233,13 +244,8 @@ def test_5_killed_release_then_rollback_gives_v2(stage: Stage) -> None:
 
 
 def test_6_two_releases_at_once_one_is_refused(stage: Stage) -> None:
-    first = subprocess.Popen(
-        [sys.executable, "-m", "deployments.cli", "release", "v2", "--env", stage.name],
-        cwd=REPO,
-        env=stage.cli_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    first = stage.start(
+        "release", "v2", "--env", stage.name, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     from blocks.postgres import PostgresDatabase
     from tasks.deploy_lock import lock_holder
