@@ -41,14 +41,14 @@ from tasks.rollout import deploy_task, stop_services_task
 
 def pick_release(journals: list[Journal], release_id: str | None) -> Journal | None:
     """The release to roll back: the one named, else the newest left unfinished or failed,
-    else the newest of all."""
+    else the newest that succeeded (releases already rolled back are behind us)."""
     if release_id:
         named = [j for j in journals if j.record.id == release_id]
         return named[0] if named else None
     for journal in journals:
         if journal.record.status in NEEDS_ROLLBACK:
             return journal
-    return journals[0] if journals else None
+    return next((j for j in journals if j.record.status == "succeeded"), None)
 
 
 def database_plan(journal: Journal, environment: Environment) -> tuple[bool, str]:

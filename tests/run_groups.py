@@ -30,6 +30,8 @@ RELEASES = [
     "test_prisma_migrations.py",
     "test_notifiers.py",
     "test_notify_hooks.py",
+    "test_rollback_plan.py",
+    "test_env_file.py",
 ]
 
 
