@@ -107,7 +107,8 @@ def _check_secrets(data: dict[str, Any], path: Path) -> None:
                 f'{".".join(keys)} in {path} is a literal secret: write "${{SOME_VAR}}" and '
                 "export SOME_VAR where you run `slipway env apply`"
             )
-    url = (data.get("database") or {}).get("url", "") if isinstance(data, dict) else ""
+    database = data.get("database")
+    url = database.get("url") if isinstance(database, dict) else None
     if isinstance(url, str) and re.match(r"[a-z]+://[^/@]*:[^/@]*@", url):
         raise ConfigError(
             f"database.url in {path} holds a password: remove it and use database.password "

@@ -30,13 +30,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from blocks.errors import ConfigError
+from blocks.rollout import IMAGE_TAG
 
 logger = logging.getLogger("slipway.webhook")
 
 Forge = Literal["github", "gitlab", "gitea"]
 SEMVER_TAG = r"v\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?"
-# What Docker accepts as an image tag: the version ends up as one on every service.
-IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 ZERO_SHA = "0" * 40
 ANSWER_WITHIN = 8.0  # seconds; forges give up after 10
 
@@ -277,7 +276,7 @@ def create_app(
         rule = next((r for r in rules if re.fullmatch(r.tags, tag)), None)
         if rule is None:
             return answer(200, "ignored", f"tag {tag!r} matches no release pattern: {where}")
-        if not IMAGE_TAG.fullmatch(tag):
+        if not re.fullmatch(IMAGE_TAG, tag):
             return answer(422, "rejected", f"tag {tag!r} cannot be an image tag: {where}")
         deployment = config.deployment.format(environment=rule.environment)
         try:

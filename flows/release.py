@@ -14,10 +14,13 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.context import get_run_context
+from prefect.context import FlowRunContext
 
 from blocks.environment import Environment
 from blocks.errors import SlipwayError
+from blocks.object_storage import ObjectStorage
+from blocks.postgres import PostgresDatabase
+from blocks.rollout import IMAGE_TAG
 from flows.backup import backup_database
 from flows.rollback import rollback
 from flows.verify import verify_backup
@@ -30,16 +33,13 @@ from tasks.prisma import deploy_migrations, prisma_cli_deploy
 from tasks.release_journal import Journal, ReleaseRecord
 from tasks.rollout import deploy_task, stop_services_task
 
-# The version becomes every service's image tag.
-IMAGE_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-
 
 class ReleaseFailed(SlipwayError):
     """The release failed and was rolled back to the version live before."""
 
 
 def check_version(version: str) -> None:
-    if not IMAGE_TAG.fullmatch(version):
+    if not re.fullmatch(IMAGE_TAG, version):
         raise SlipwayError(
             f"version {version!r} cannot be an image tag: use letters, digits, '.', '_' and '-' "
             "(at most 128, not starting with '.' or '-'), e.g. v1.4.2"
@@ -48,17 +48,21 @@ def check_version(version: str) -> None:
 
 @task(cache_policy=NO_CACHE, name="preflight")
 def preflight_task(
-    environment: Environment, target: ComposeTarget, version: str, skip: list[str]
+    environment: Environment,
+    db: PostgresDatabase,
+    store: ObjectStorage,
+    target: ComposeTarget,
+    version: str,
+    skip: list[str],
 ) -> Preflight:
-    return run_preflight(
-        environment, environment.database(), environment.store(), target, version, skip
-    )
+    return run_preflight(environment, db, store, target, version, skip)
 
 
 @task(cache_policy=NO_CACHE, name="migrate")
-def migrate_task(environment: Environment, version: str, pending: list[str]) -> list[str]:
+def migrate_task(
+    environment: Environment, db: PostgresDatabase, version: str, pending: list[str]
+) -> list[str]:
     settings = environment.migrations
-    db = environment.database()
     if settings.mode == "cli":
         if settings.schema_path is None or settings.app_directory is None:
             raise SlipwayError("migrations mode cli needs schema_path and app_directory")
@@ -126,7 +130,7 @@ def release(
     logger = get_run_logger()
     holder = f"release {version} ({run_label()})"
     with deploy_lock(db, env, holder, environment.policy.lock_wait_seconds):
-        preflight = preflight_task(environment, target, version, skip)
+        preflight = preflight_task(environment, db, store, target, version, skip)
         before = target.current_version()
         if dry_run:
             sql = (
@@ -148,13 +152,11 @@ def release(
         record = journal.record
         record.previous_version = before
         record.skipped_checks = skip
-        try:
-            record.flow_run_id = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
-        except Exception:
-            record.flow_run_id = None
+        context = FlowRunContext.get()
+        record.flow_run_id = str(context.flow_run.id) if context and context.flow_run else None
         journal.save()
         try:
-            _release_steps(journal, environment, target, preflight, version, before)
+            _release_steps(journal, environment, db, target, preflight, version, before)
         except BaseException as exc:
             error = str(exc) if isinstance(exc, SlipwayError) else f"{type(exc).__name__}: {exc}"
             journal.finish("failed", error)
@@ -177,6 +179,7 @@ def release(
 def _release_steps(
     journal: Journal,
     environment: Environment,
+    db: PostgresDatabase,
     target: ComposeTarget,
     preflight: Preflight,
     version: str,
@@ -204,7 +207,7 @@ def _release_steps(
                 step.detail = stop_services_task(target)
                 record.app_stopped = True
         with journal.step("migrate") as step:
-            record.migrations_applied = migrate_task(environment, version, pending)
+            record.migrations_applied = migrate_task(environment, db, version, pending)
             step.detail = ", ".join(record.migrations_applied)
     else:
         journal.skip("migrate", "no pending migrations")

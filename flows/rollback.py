@@ -32,10 +32,10 @@ from tasks.release_journal import (
     Journal,
     RollbackMetrics,
     RollbackRecord,
+    find_release,
     list_releases,
     system_metrics,
 )
-from tasks.release_journal import find_release as read_release
 from tasks.rollout import deploy_task, stop_services_task
 
 
@@ -107,7 +107,6 @@ def rollback(
     store = environment.store()
     client = store.client()
     target = ComposeTarget(environment.target)
-    logger = get_run_logger()
     if not inside_release and environment.policy.approve_rollback:
         wait_for_approval(
             f"roll back {env}" + (f" to {to_version}" if to_version else ""),
@@ -120,7 +119,7 @@ def rollback(
     )
     with lock:
         if release_id:
-            journal: Journal | None = read_release(client, store, env, release_id)
+            journal: Journal | None = find_release(client, store, env, release_id)
         else:
             journal = pick_release(list_releases(client, store, env), None)
         if journal is None:
@@ -135,7 +134,7 @@ def rollback(
                 "database_restored": False,
                 "detail": f"{detail}; {health}",
             }
-        return _undo(journal, environment, target, to_version, yes, inside_release, logger)
+        return _undo(journal, environment, target, to_version, yes, inside_release)
 
 
 def _undo(
@@ -145,7 +144,6 @@ def _undo(
     to_version: str | None,
     yes: bool,
     inside_release: bool,
-    logger: Any,
 ) -> dict[str, Any]:
     record = journal.record
     env = record.environment
@@ -159,7 +157,9 @@ def _undo(
         )
     if restore and environment.policy.database_rollback == "ask":
         wait_for_approval(why, environment.policy.approval_timeout_minutes)
-    logger.info("rolling back %s release %s to %s; database: %s", env, record.id, version, why)
+    get_run_logger().info(
+        "rolling back %s release %s to %s; database: %s", env, record.id, version, why
+    )
     previous = record.rollback
     rb = RollbackRecord(started_at=utcnow(), to_version=version)
     if previous is not None:

@@ -24,7 +24,7 @@ from docker.utils import parse_repository_tag
 from dotenv import dotenv_values
 
 from blocks.errors import ConfigError, SlipwayError
-from blocks.rollout import ComposeTargetSettings, HealthCheck
+from blocks.rollout import IMAGE_TAG, ComposeTargetSettings, HealthCheck
 from tasks.health import HealthCheckFailed, container_state, logger, wait_healthy
 from tasks.rollout import (
     LiveVersion,
@@ -41,7 +41,6 @@ ONEOFF_LABEL = "com.docker.compose.oneoff"
 # Stands for the version when compose renders the file (to find each service's image
 # template) and for commands that deploy nothing (stop, down), which still interpolate it.
 PLACEHOLDER = "slipway-version-placeholder"
-_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 
 
 def _works(argv: list[str]) -> bool:
@@ -311,7 +310,7 @@ class ComposeTarget:
         image = str(container.attrs.get("Config", {}).get("Image", ""))
         template = self.image_templates().get(service)
         if template:
-            pattern = re.escape(template).replace(re.escape(PLACEHOLDER), f"({_TAG})")
+            pattern = re.escape(template).replace(re.escape(PLACEHOLDER), f"({IMAGE_TAG})")
             if match := re.fullmatch(pattern, image):
                 return match.group(1)
         _, tag = parse_repository_tag(image)

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from blocks.errors import SlipwayError
 from blocks.settings import PostgresSettings
-from tasks.postgres import admin_database, connection_error
+from tasks.postgres import admin_database, connect, connection_error
 
 # Advisory locks take two int4 keys: Slipway's namespace, then the environment's.
 NAMESPACE = 0x511D
@@ -51,11 +51,7 @@ def _application_name(environment: str, holder: str) -> str:
 
 def lock_holder(db: PostgresSettings, environment: str) -> LockHolder | None:
     """Who holds the environment's lock, and since when; None when it is free."""
-    try:
-        conn = psycopg.connect(**admin_database(db).conninfo(), autocommit=True)
-    except psycopg.OperationalError as exc:
-        raise connection_error(exc, db) from exc
-    with conn:
+    with connect(admin_database(db), autocommit=True) as conn:
         row = conn.execute(
             "SELECT a.pid, a.application_name, a.backend_start, "
             "extract(epoch FROM now() - a.backend_start), host(a.client_addr) "
@@ -131,10 +127,6 @@ def break_lock(db: PostgresSettings, environment: str) -> LockHolder | None:
     current = lock_holder(db, environment)
     if current is None:
         return None
-    try:
-        conn = psycopg.connect(**admin_database(db).conninfo(), autocommit=True)
-    except psycopg.OperationalError as exc:
-        raise connection_error(exc, db) from exc
-    with conn:
+    with connect(admin_database(db), autocommit=True) as conn:
         conn.execute("SELECT pg_terminate_backend(%s)", (current.pid,))
     return current

@@ -71,9 +71,8 @@ def configured_notifiers(env: str | None = None) -> list[NotifierBlock]:
     return found
 
 
-def send_all(notice: Notice, notifiers: Iterable[NotifierBlock]) -> list[str]:
-    """Send to each notifier; failures are logged and returned, never raised."""
-    failures: list[str] = []
+def send_all(notice: Notice, notifiers: Iterable[NotifierBlock]) -> None:
+    """Send to each notifier; failures are logged, never raised."""
     for notifier in notifiers:
         try:
             notifier.send(notice)
@@ -81,8 +80,6 @@ def send_all(notice: Notice, notifiers: Iterable[NotifierBlock]) -> list[str]:
             kind = type(notifier).__name__
             text = str(exc) if isinstance(exc, SlipwayError) else type(exc).__name__
             logger.warning("%s could not deliver the %s notice: %s", kind, notice.level, text)
-            failures.append(f"{kind}: {text}")
-    return failures
 
 
 def _duration(flow_run: FlowRun) -> str:

@@ -7,6 +7,7 @@ anything, with every failed check in one line.
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,14 +79,16 @@ def run_preflight(
             )
         return f"{free_mb} MiB free"
 
-    def database() -> str:
+    @functools.cache
+    def server() -> tuple[str, int]:
         with pg.connect(db) as conn:
-            return f"{db.display()} answers (PostgreSQL {pg.server_version(conn)})"
+            return pg.server_version(conn), pg.server_major(conn)
+
+    def database() -> str:
+        return f"{db.display()} answers (PostgreSQL {server()[0]})"
 
     def tools() -> str:
-        with pg.connect(db) as conn:
-            major = pg.server_major(conn)
-        found = [str(pg.pg_tool(name, major)) for name in ("pg_dump", "pg_restore")]
+        found = [str(pg.pg_tool(name, server()[1])) for name in ("pg_dump", "pg_restore")]
         if environment.migrations.mode == "cli":
             if not shutil.which("npx"):
                 raise SlipwayError("npx not found: install Node.js, or use migrations mode native")
