@@ -6,9 +6,13 @@ Prefect's temporary local API.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import logging
 import os
+import sys
+import threading
 from collections.abc import Callable
 from importlib.metadata import version
 from typing import Annotated, Any, TypeVar, cast
@@ -62,6 +66,23 @@ def _prefect_api_down() -> str | None:
     return None
 
 
+def _foreground_settings() -> contextlib.AbstractContextManager[object]:
+    """Prefect settings for a run in this terminal: no flow-run heartbeats.
+
+    Heartbeats let a server's automation mark a dead worker's run crashed; here the
+    operator sees the process end, and a killed release is found by its journal. Each
+    flow's heartbeat thread also holds its exit up to a second. An explicit
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY keeps them.
+    """
+    if {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY"} & set(
+        os.environ
+    ):
+        return contextlib.nullcontext()
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+
+
 def _run(call: Callable[[], T], verbose: bool) -> T:
     """Run a flow; expected failures become one line on stderr and exit status 1."""
     from blocks.errors import SlipwayError
@@ -75,7 +96,8 @@ def _run(call: Callable[[], T], verbose: bool) -> T:
                 if isinstance(handler, PrefectConsoleHandler):
                     handler.setLevel(logging.CRITICAL)
     try:
-        return call()
+        with _foreground_settings():
+            return call()
     except SlipwayError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -524,5 +546,28 @@ def webhook_serve(
     uvicorn.run(create_app(settings, secrets), host=host, port=port, log_level="warning")
 
 
+def main() -> None:
+    """The `slipway` console script: the command, then a quick exit.
+
+    Tearing down an interpreter that imported Prefect takes about half a second and does
+    nothing useful: threads are joined, exit handlers run (Prefect's drain its log and event
+    workers) and the streams are flushed, then the process ends.
+    """
+    code: int = 0
+    try:
+        app()
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            code = 1
+        else:
+            code = exc.code or 0
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    app()
+    main()

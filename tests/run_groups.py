@@ -23,6 +23,7 @@ TESTS = Path(__file__).resolve().parent
 RELEASES = [
     "test_release.py",
     "test_compose_target.py",
+    "test_compose_v1.py",
     "test_health.py",
     "test_services_smoke.py",
     "test_deployments.py",

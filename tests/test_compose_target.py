@@ -1,8 +1,8 @@
 """Rollouts to a real docker compose project (the demo app of tests/compose_app.py).
 
-Compose v1 (`docker-compose`) is what runs here, and every compose command costs about a
-second (a Python start): the project starts at v1 with one `up`, and one test takes it
-through a whole release cycle.
+Compose v1 (`docker-compose`) is what runs here. The target forks its commands from one
+warm Compose process (tasks/compose_v1.py); the project still starts at v1 with one `up`,
+and one test takes it through a whole release cycle.
 """
 
 from __future__ import annotations

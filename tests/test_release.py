@@ -244,15 +244,24 @@ def test_5_killed_release_then_rollback_gives_v2(stage: Stage) -> None:
 
 
 def test_6_two_releases_at_once_one_is_refused(stage: Stage) -> None:
-    first = stage.start(
-        "release", "v2", "--env", stage.name, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
     from blocks.postgres import PostgresDatabase
+    from tasks import postgres as pg
     from tasks.deploy_lock import lock_holder
 
     db = PostgresDatabase.resolve(f"{stage.name}-database")
-    wait_until(lambda: lock_holder(db, stage.name) is not None, timeout=120, what="first lock")
-    second = stage.cli("release", "v2", "--env", stage.name)
+    # The first release holds its lock until this test lets it go: its preflight reads
+    # _prisma_migrations, which this transaction locks meanwhile.
+    blocker = pg.connect(db)
+    try:
+        blocker.execute('LOCK TABLE "_prisma_migrations" IN ACCESS EXCLUSIVE MODE')
+        first = stage.start(
+            "release", "v2", "--env", stage.name, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        wait_until(lambda: lock_holder(db, stage.name) is not None, timeout=120, what="lock")
+        second = stage.cli("release", "v2", "--env", stage.name)
+    finally:
+        blocker.rollback()
+        blocker.close()
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert second.returncode == 1
