@@ -90,8 +90,10 @@ class ReleasePolicy(BaseModel):
     approve_restore: bool = Field(
         default=False, description="A restore into this environment waits for approval."
     )
-    approval_timeout_minutes: int = Field(
-        default=60, gt=0, description="How long an approval is awaited before giving up."
+    approval_timeout_minutes: float = Field(
+        default=60,
+        gt=0,
+        description="How long an approval is awaited; no answer counts as a refusal.",
     )
     min_free_disk_mb: int = Field(
         default=1024, ge=0, description="Preflight: free space needed on the release machine."

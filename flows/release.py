@@ -168,12 +168,20 @@ def release(
             raise ReleaseFailed(
                 f"release {version} to {env} failed: {error}; rolled back to "
                 f"{outcome['version'] or 'nothing'}"
-                + ("; database restored" if outcome["database_restored"] else "")
+                + _database_outcome(outcome, record.changed("migrate"))
             ) from exc
         journal.finish("succeeded")
         create_markdown_artifact(release_report(record, preflight), key="release-report")
     logger.info("release %s to %s succeeded (was %s)", version, env, before)
     return record.model_dump(mode="json")
+
+
+def _database_outcome(outcome: dict[str, Any], migrated: bool) -> str:
+    if outcome["database_restored"]:
+        return "; database restored"
+    if migrated:
+        return f"; database NOT restored: {outcome.get('database') or 'see the journal'}"
+    return ""
 
 
 def _release_steps(

@@ -21,7 +21,7 @@ from prefect import flow, get_run_logger
 from blocks.environment import Environment
 from blocks.errors import SlipwayError
 from flows.restore import restore_database
-from tasks.approval import wait_for_approval
+from tasks.approval import ask_approval, wait_for_approval
 from tasks.backup_catalog import utcnow
 from tasks.compose_target import ComposeTarget
 from tasks.deploy_lock import deploy_lock, run_label
@@ -156,7 +156,16 @@ def _undo(
             "pass --yes to confirm"
         )
     if restore and environment.policy.database_rollback == "ask":
-        wait_for_approval(why, environment.policy.approval_timeout_minutes)
+        answer = ask_approval(why, environment.policy.approval_timeout_minutes)
+        if not answer.approve:
+            # Refused or unanswered: the old version comes back on the database as it is.
+            restore = False
+            reason = answer.reason or "no reason given"
+            why = (
+                f"restore of backup {record.backup_id} refused ({reason}): the database is "
+                f"left as the release left it (`slipway restore {record.backup_id}` brings "
+                "back the pre-release state)"
+            )
     get_run_logger().info(
         "rolling back %s release %s to %s; database: %s", env, record.id, version, why
     )

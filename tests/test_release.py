@@ -3,7 +3,8 @@
 One environment goes through the issue's story in order: v1, then v2 with a migration
 (succeeds), v3 whose health endpoint fails (back on v2, database untouched), v4 whose
 second migration fails after its first applied (back on v2, database restored), a release
-killed mid-way then `slipway rollback`, and two releases at once.
+killed mid-way then `slipway rollback`, two releases at once, and a database rollback that
+waits for a person (`database_rollback: ask`).
 """
 
 from __future__ import annotations
@@ -270,3 +271,111 @@ def test_6_two_releases_at_once_one_is_refused(stage: Stage) -> None:
     assert len(second.stderr.strip().splitlines()) == 1
     assert lock_holder(db, stage.name) is None
     assert stage.versions() == {"api": "v2", "worker": "v2", "web": "v2"}
+
+
+def set_policy(stage: Stage, **changes: Any) -> None:
+    from blocks.environment import Environment
+
+    environment = Environment.resolve(stage.name)
+    environment.policy = environment.policy.model_copy(update=changes)
+    environment.save(stage.name, overwrite=True)
+
+
+def paused_rollback(stage: Stage, timeout: float = 180) -> Any:
+    """The rollback run of this stage that waits for approval."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    paused = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+    )
+    found: list[Any] = []
+
+    def waiting() -> bool:
+        with get_client(sync_client=True) as client:
+            found[:] = [
+                r
+                for r in client.read_flow_runs(flow_run_filter=paused)
+                if r.parameters.get("env") == stage.name
+            ]
+        return bool(found)
+
+    wait_until(waiting, timeout=timeout, what="a paused rollback")
+    return found[0]
+
+
+def has_stock_column(stage: Stage) -> bool:
+    with psycopg.connect(stage.pg.url(stage.database)) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM information_schema.columns "
+            "WHERE table_name = 'items' AND column_name = 'stock'"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_7_database_rollback_ask_waits_for_a_person(stage: Stage) -> None:
+    """Runs last: the unanswered case leaves v4's failed migration in the database."""
+    from prefect.flow_runs import resume_flow_run
+
+    before = stage.db()
+    assert not has_stock_column(stage)
+    set_policy(stage, database_rollback="ask", approval_timeout_minutes=5)
+    try:
+        # Approved: v4 fails as in test 4, and the restore waits for a person's yes.
+        proc = stage.start(
+            "release", "v4", "--env", stage.name, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        waiting = paused_rollback(stage)
+        assert has_stock_column(stage), "paused: v4's first migration is still there"
+        resume_flow_run(waiting.id, run_input={"approve": True, "reason": "test says yes"})
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 1, err
+        assert "rolled back to v2; database restored" in err
+        assert stage.db() == before
+
+        # Nobody answers: that is a refusal. v2 comes back on the database as v4 left it.
+        set_policy(stage, approval_timeout_minutes=0.1)
+        failed = stage.cli("release", "v4", "--env", stage.name)
+        assert failed.returncode == 1
+        message = failed.stderr.strip()
+        assert len(message.splitlines()) == 1
+        assert "rolled back to v2; database NOT restored: restore of backup" in message
+        assert "refused (no answer within 0.1 min)" in message
+        assert stage.versions() == {"api": "v2", "worker": "v2", "web": "v2"}
+        assert stage.api_version() == "v2"
+        assert has_stock_column(stage)
+        record = journal(stage)
+        assert record.status == "rolled_back"
+        assert record.rollback is not None
+        assert not record.rollback.database_restored
+        skipped = next(s for s in record.rollback.steps if s.name == "restore-database")
+        assert skipped.status == "skipped"
+        assert "no answer within 0.1 min" in (skipped.detail or "")
+    finally:
+        set_policy(stage, database_rollback="restore", approval_timeout_minutes=60)
+
+
+def test_8_a_manual_rollback_waits_for_approval_and_a_no_changes_nothing(stage: Stage) -> None:
+    from prefect.flow_runs import resume_flow_run
+
+    versions, releases, data = stage.versions(), journal(stage), stage.db()
+    set_policy(stage, approve_rollback=True)
+    try:
+        proc = stage.start(
+            "rollback", "--env", stage.name, "--yes", stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        waiting = paused_rollback(stage)
+        resume_flow_run(waiting.id, run_input={"approve": False, "reason": "not tonight"})
+        _, err = proc.communicate(timeout=300)
+    finally:
+        set_policy(stage, approve_rollback=False)
+    assert proc.returncode == 1
+    assert err.strip() == f"error: roll back {stage.name}: not approved (not tonight)"
+    assert stage.versions() == versions
+    assert journal(stage) == releases
+    assert stage.db() == data
