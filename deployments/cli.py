@@ -550,8 +550,8 @@ def main() -> None:
     """The `slipway` console script: the command, then a quick exit.
 
     Tearing down an interpreter that imported Prefect takes about half a second and does
-    nothing useful: threads are joined, exit handlers run (Prefect's drain its log and event
-    workers) and the streams are flushed, then the process ends.
+    nothing useful. So threads are joined, exit handlers run (there Prefect drains its log
+    and event workers) and the streams are flushed, then the process ends at once.
     """
     code: int = 0
     try:

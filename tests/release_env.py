@@ -25,9 +25,18 @@ def write_migrations(releases_dir: Path) -> None:
 
 
 def save_release_environment(
-    root: Path, postgres: PostgresInfo, s3: S3Info, *, health_deadline: float = 15.0
+    root: Path,
+    postgres: PostgresInfo,
+    s3: S3Info,
+    *,
+    health_deadline: float = 15.0,
+    docker_host: str | None = None,
 ) -> tuple[str, ComposeApp, str, str]:
-    """(environment name, app, database, bucket) of a new environment of the demo app."""
+    """(environment name, app, database, bucket) of a new environment of the demo app.
+
+    `docker_host` goes into the target's settings, for runs (a worker's) that do not get
+    DOCKER_HOST from the test.
+    """
     from blocks.environment import Environment, MigrationSettings, ReleasePolicy
     from blocks.object_storage import ObjectStorage
     from blocks.postgres import PostgresDatabase
@@ -47,7 +56,9 @@ def save_release_environment(
     Environment(
         database_block=f"{name}-database",
         store_block=f"{name}-store",
-        target=app.settings,
+        target=app.settings.model_copy(update={"docker_host": docker_host})
+        if docker_host
+        else app.settings,
         health_checks=[
             HealthCheck(
                 kind="http",

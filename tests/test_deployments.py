@@ -1,5 +1,6 @@
 """prefect.yaml end to end: `prefect deploy --all`, runs through the worker, notifications
-received by the Slack and Telegram simulators, and a restore that waits for approval.
+received by the Slack and Telegram simulators, a restore that waits for approval, and
+releases of the demo app started from the release deployment as a person would.
 
 The environments `production` and `staging` that prefect.yaml names are written with
 `slipway env apply` against this session's PostgreSQL and S3 servers.
@@ -20,11 +21,14 @@ import psycopg
 import pytest
 
 from tests.chat_simulators import SlackSimulator, TelegramSimulator
+from tests.compose_app import build_images
+from tests.harness.docker_engine import DockerInfo
 from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.procs import wait_until
 from tests.harness.s3 import S3Info
 from tests.pg_fixtures import create_database
+from tests.release_env import save_release_environment
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3, pytest.mark.prefect]
 
@@ -169,9 +173,10 @@ def test_deploy_all_creates_each_deployment(
             assert deployment.work_pool_name == prefect_server.work_pool
             assert deployment.parameters == {"env": env}
     release = found["release/production"]
-    assert release.concurrency_limit == 1 or (
-        release.global_concurrency_limit is not None and release.global_concurrency_limit.limit == 1
-    )
+    assert release.global_concurrency_limit is not None
+    assert release.global_concurrency_limit.limit == 1
+    assert release.concurrency_options is not None
+    assert release.concurrency_options.collision_strategy == "ENQUEUE"
     assert "version" in release.parameter_openapi_schema["required"]
     assert "image tag" in release.parameter_openapi_schema["properties"]["version"]["description"]
     nightly = found["nightly-backup/production"]
@@ -278,3 +283,37 @@ def test_restore_waits_for_approval(
     with psycopg.connect(postgres.url(database)) as conn:
         after = conn.execute("SELECT count(*) FROM app.users").fetchone()
     assert after == before
+
+
+@pytest.mark.docker
+def test_release_deployment_runs_on_worker(
+    deployed: dict[str, Any],
+    postgres: PostgresInfo,
+    s3: S3Info,
+    docker_engine: DockerInfo,
+    tmp_path: Path,
+) -> None:
+    """What a person does in the UI: run release/production and type a version. The `env`
+    parameter, overridden as the UI allows, names the demo app's environment."""
+    import httpx
+
+    client = docker_engine.client()
+    build_images(client)
+    name, app, _, _ = save_release_environment(
+        tmp_path, postgres, s3, docker_host=docker_engine.host
+    )
+    try:
+        for version in ("v1", "v2"):
+            flow_run = run("release/production", {"version": version, "env": name}, timeout=300)
+            assert flow_run.state.is_completed(), flow_run.state
+            assert flow_run.parameters == {"version": version, "env": name}
+            running = {
+                service: container.image.tags[0].rsplit(":", 1)[1]
+                for service, container in app.containers(client).items()
+                if container.status == "running"
+            }
+            assert running == {"api": version, "worker": version, "web": version}
+            health = httpx.get(app.api_health_url, timeout=5).json()
+            assert health["version"] == version
+    finally:
+        app.remove(client)
