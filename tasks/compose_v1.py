@@ -110,6 +110,9 @@ class WarmComposeV1:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 cwd="/",
+                # Unbuffered: `select` must see every answer line that has not been read
+                # yet, which a buffered reader could hold back after reading ahead.
+                bufsize=0,
             )
         except OSError:
             return None
