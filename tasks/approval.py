@@ -53,7 +53,7 @@ def ask_approval(what: str, timeout_minutes: float) -> Approval:
         answer = pause_flow_run(
             wait_for_input=form,
             timeout=int(timeout) + PAUSE_MARGIN_SECONDS,
-            poll_interval=max(1, min(5, int(timeout / 4) or 1)),
+            poll_interval=max(1, min(5, int(timeout / 4))),
         )
     finally:
         timer.cancel()

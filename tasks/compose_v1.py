@@ -80,12 +80,11 @@ def python_entry_point(command: str) -> str | None:
         return None
     if not first.startswith("#!") or "python" not in first:
         return None
-    interpreter = first[2:].split()
+    interpreter = first[2:].split()  # not empty: it holds "python"
     # `#!/usr/bin/env python3` names the interpreter second.
     if Path(interpreter[0]).name == "env" and len(interpreter) > 1:
-        found = shutil.which(interpreter[1])
-        return found
-    return interpreter[0] if interpreter else None
+        return shutil.which(interpreter[1])
+    return interpreter[0]
 
 
 class WarmComposeV1:

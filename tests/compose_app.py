@@ -147,6 +147,14 @@ class ComposeApp:
         )
         return {c.labels["com.docker.compose.service"]: c for c in found}
 
+    def running_versions(self, client: docker.DockerClient) -> dict[str, str]:
+        """The image tag each running service's container runs, read from the engine."""
+        return {
+            service: container.image.tags[0].rsplit(":", 1)[1]
+            for service, container in self.containers(client).items()
+            if container.status == "running"
+        }
+
     def remove(self, client: docker.DockerClient) -> None:
         """Remove the project's containers and network, whatever state they are in."""
         for container in self.containers(client).values():

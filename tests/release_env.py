@@ -56,9 +56,7 @@ def save_release_environment(
     Environment(
         database_block=f"{name}-database",
         store_block=f"{name}-store",
-        target=app.settings.model_copy(update={"docker_host": docker_host})
-        if docker_host
-        else app.settings,
+        target=app.settings.model_copy(update={"docker_host": docker_host}),
         health_checks=[
             HealthCheck(
                 kind="http",

@@ -307,11 +307,7 @@ def test_release_deployment_runs_on_worker(
             flow_run = run("release/production", {"version": version, "env": name}, timeout=300)
             assert flow_run.state.is_completed(), flow_run.state
             assert flow_run.parameters == {"version": version, "env": name}
-            running = {
-                service: container.image.tags[0].rsplit(":", 1)[1]
-                for service, container in app.containers(client).items()
-                if container.status == "running"
-            }
+            running = app.running_versions(client)
             assert running == {"api": version, "worker": version, "web": version}
             health = httpx.get(app.api_health_url, timeout=5).json()
             assert health["version"] == version

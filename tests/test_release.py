@@ -49,12 +49,7 @@ class Stage:
 
     def versions(self) -> dict[str, str]:
         """The image tag each service's container runs, read from the engine."""
-        client = self.docker.client()
-        return {
-            service: container.image.tags[0].rsplit(":", 1)[1]
-            for service, container in self.app.containers(client).items()
-            if container.status == "running"
-        }
+        return self.app.running_versions(self.docker.client())
 
     def api_version(self) -> str:
         return str(httpx.get(self.app.api_health_url, timeout=5).json()["version"])
