@@ -1,4 +1,4 @@
-"""The streamed restore on its own: tables loaded in parallel from the growing archive."""
+"""The restore on its own: the schema while the archive downloads, then `pg_restore -j`."""
 
 from __future__ import annotations
 
@@ -12,15 +12,14 @@ from blocks.errors import SlipwayError
 from blocks.settings import PostgresSettings
 from tasks.backup_catalog import BackupEntry, Manifest, new_backup_id, utcnow
 from tasks.pg_backup import dump_to_store
-from tasks.pg_restore import _share_tables, restore_from_store
+from tasks.pg_restore import restore_from_store
 from tests.harness.postgres import PostgresInfo
 from tests.harness.s3 import S3Info
 from tests.pg_fixtures import create_database, snapshot
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
 
-# Three tables whose sizes do not follow their dump order: with two loaders, one loader
-# gets the two smaller tables, and must still read them in the archive's order.
+# Three tables whose sizes do not follow their dump order, with an expression index.
 UNORDERED = """
 CREATE TABLE a_docs (id int PRIMARY KEY, body text);
 CREATE TABLE b_events (id int PRIMARY KEY, payload jsonb);
@@ -70,7 +69,7 @@ def new_database(pg: PostgresInfo) -> str:
 
 
 @pytest.mark.parametrize("jobs", [1, 2, 3])
-def test_parallel_streams_restore_tables_out_of_size_order(
+def test_restore_equals_the_source_with_any_number_of_jobs(
     postgres: PostgresInfo, s3: S3Info, tmp_path: Path, jobs: int
 ) -> None:
     source = create_database(postgres, UNORDERED)
@@ -79,26 +78,6 @@ def test_parallel_streams_restore_tables_out_of_size_order(
     store = server.storage(bucket)
     restore_from_store(store.client(), store, entry, settings(postgres, target), tmp_path, jobs)
     assert snapshot(postgres, target) == snapshot(postgres, source)
-
-
-def test_shares_keep_the_archive_order() -> None:
-    toc = [
-        "1; 0 1 TABLE DATA public a_docs o",
-        "2; 0 2 TABLE DATA public b_events o",
-        "3; 0 3 TABLE DATA public c_users o",
-        "4; 0 0 SEQUENCE SET public s o",
-    ]
-    manifest_rows = {"a_docs": 10, "b_events": 3000, "c_users": 300}
-    entry = BackupEntry.model_construct(
-        manifest=Manifest.model_construct(
-            tables=[
-                type("T", (), {"schema_name": "public", "table": t, "rows": r})()
-                for t, r in manifest_rows.items()
-            ]
-        )
-    )
-    shares = _share_tables(toc, entry, 2)
-    assert shares == [[toc[1], toc[3]], [toc[0], toc[2]]]
 
 
 def test_damaged_archive_names_the_damage(
