@@ -16,6 +16,7 @@ from urllib.parse import quote, unquote, urlsplit
 import boto3
 import botocore.session
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.utils import parse_timestamp
 from pydantic import BaseModel, Field, SecretStr
 
@@ -211,6 +212,15 @@ class StorageSettings(BaseModel):
                 aws_secret_access_key=secret,
                 config=config,
             )
+
+    def credentials(self) -> Credentials:
+        """The keys requests are signed with: this store's, else boto3's default chain."""
+        if self.access_key_id and self.secret_access_key:
+            return Credentials(self.access_key_id, self.secret_access_key.get_secret_value())
+        found = None if self.access_key_id else _new_session().get_credentials()
+        if found is None:
+            raise ConfigError(f"no S3 credentials for s3://{self.bucket}")
+        return found
 
 
 _SESSION_LOCK = threading.Lock()

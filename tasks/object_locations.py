@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from blocks.errors import SlipwayError
 from blocks.settings import StorageSettings
 from tasks.object_storage import UPLOAD_CONFIG, storage_error
+from tasks.server_side_copy import copier_for
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -104,6 +105,7 @@ class S3Location:
         self.settings = settings
         self.page_size = page_size
         self.client: S3Client = settings.client(max_connections=connections)
+        self._copier = copier_for(settings, connections)
         self.root = settings.prefix.strip("/") + "/" if settings.prefix.strip("/") else ""
 
     def describe(self) -> str:
@@ -190,6 +192,14 @@ class S3Location:
 
     def copy_from(self, other: S3Location, key: str, dst_key: str, meta: ObjectMeta | None) -> None:
         """Server-side copy (same endpoint); `meta` replaces the metadata, None keeps it."""
+        if meta is None and self._copier is not None:
+            self._copier.copy(
+                other.settings.bucket,
+                other.full_key(key),
+                self.settings.bucket,
+                self.full_key(dst_key),
+            )
+            return
         source: CopySourceTypeDef = {"Bucket": other.settings.bucket, "Key": other.full_key(key)}
         extra: dict[str, Any] = {}
         if meta is not None:

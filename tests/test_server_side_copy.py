@@ -1,0 +1,116 @@
+"""Slipway's own CopyObject request, against the real S3 server (and a fault proxy)."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+
+import pytest
+from pydantic import SecretStr
+
+from blocks.errors import SlipwayError
+from tasks.object_locations import S3Location
+from tasks.server_side_copy import PathStyleCopier
+from tests.harness.s3 import S3Info
+from tests.s3_fault_proxy import fault_proxy
+
+pytestmark = [pytest.mark.s3]
+
+KEYS = ["plain.txt", "with space/ünïcødé+%20&?=.txt", "deep/" * 30 + "leaf"]
+
+
+def buckets(s3: S3Info) -> tuple[str, str]:
+    src, dst = f"src-{secrets.token_hex(4)}", f"dst-{secrets.token_hex(4)}"
+    for bucket in (src, dst):
+        s3.client().create_bucket(Bucket=bucket)
+    return src, dst
+
+
+def test_copies_bytes_type_and_metadata_of_awkward_keys(s3: S3Info) -> None:
+    src, dst = buckets(s3)
+    client = s3.client()
+    for key in KEYS:
+        client.put_object(
+            Bucket=src, Key=key, Body=key.encode() * 3, ContentType="text/x-a", Metadata={"k": "v"}
+        )
+    location = S3Location(s3.storage(dst, "copy"))
+    assert isinstance(location._copier, PathStyleCopier)  # the lean request, not boto3's
+    for key in KEYS:
+        location.copy_from(S3Location(s3.storage(src)), key, key, None)
+        got = client.get_object(Bucket=dst, Key=f"copy/{key}")
+        assert got["Body"].read() == key.encode() * 3
+        assert got["ContentType"] == "text/x-a"
+        assert got["Metadata"] == {"k": "v"}
+
+
+def test_refusals_are_one_line_errors_and_copy_nothing(s3: S3Info) -> None:
+    src, dst = buckets(s3)
+    s3.client().put_object(Bucket=src, Key="a", Body=b"a")
+    copier = PathStyleCopier(s3.storage(dst), connections=2)
+    with pytest.raises(SlipwayError, match="NoSuchKey"):
+        copier.copy(src, "missing", dst, "b")
+    wrong = s3.storage(dst).model_copy(update={"secret_access_key": SecretStr("wrong-secret")})
+    with pytest.raises(SlipwayError, match="refused the credentials") as refused:
+        PathStyleCopier(wrong, connections=2).copy(src, "a", dst, "b")
+    assert "wrong-secret" not in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert s3.client().list_objects_v2(Bucket=dst).get("KeyCount") == 0
+
+
+def test_no_credentials_anywhere_is_one_line(s3: S3Info, monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    anonymous = s3.storage("any").model_copy(
+        update={"access_key_id": None, "secret_access_key": None}
+    )
+    with pytest.raises(SlipwayError, match="no S3 credentials"):
+        PathStyleCopier(anonymous, connections=1).copy("any", "a", "any", "b")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        (503, "SlowDown", "Please reduce your request rate."),
+        (500, "InternalError", "We encountered an internal error."),
+        (200, "InternalError", "A 200 answer can still carry an error."),
+    ],
+)
+def test_transient_errors_are_retried(s3: S3Info, error: tuple[int, str, str]) -> None:
+    src, dst = buckets(s3)
+    s3.client().put_object(Bucket=src, Key="a", Body=b"payload")
+    copies: list[str] = []
+    lock = threading.Lock()
+
+    def first_two_copies_fail(method: str, path: str) -> bool:
+        if method != "PUT":
+            return False
+        with lock:
+            copies.append(path)
+            return len(copies) <= 2
+
+    with fault_proxy(s3.endpoint_url, first_two_copies_fail, error) as proxy:
+        copier = PathStyleCopier(s3.storage(dst).model_copy(update={"endpoint_url": proxy}), 2)
+        copier.copy(src, "a", dst, "b")
+    assert len(copies) == 3
+    assert s3.client().get_object(Bucket=dst, Key="b")["Body"].read() == b"payload"
+
+
+def test_a_lasting_error_gives_up_after_five_attempts(s3: S3Info) -> None:
+    src, dst = buckets(s3)
+    s3.client().put_object(Bucket=src, Key="a", Body=b"payload")
+    copies: list[str] = []
+
+    def always(method: str, path: str) -> bool:
+        copies.append(path)
+        return method == "PUT"
+
+    error = (200, "InternalError", "still failing")
+    with fault_proxy(s3.endpoint_url, always, error) as proxy:
+        copier = PathStyleCopier(s3.storage(dst).model_copy(update={"endpoint_url": proxy}), 2)
+        with pytest.raises(SlipwayError, match="InternalError still failing"):
+            copier.copy(src, "a", dst, "b")
+    assert len(copies) == 5
+    assert s3.client().list_objects_v2(Bucket=dst).get("KeyCount") == 0
