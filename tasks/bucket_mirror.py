@@ -328,7 +328,8 @@ def run_copies(
     on_progress: Progress = lambda done, total: None,
 ) -> tuple[int, int, list[str]]:
     """Copy concurrently; returns (objects, bytes, failures). Failures do not stop others."""
-    todo = list(actions)
+    # Largest first: a long copy started last would run on alone at the end.
+    todo = sorted(actions, key=lambda a: a.size, reverse=True)
     total = sum(a.size for a in todo)
     done_objects = done_bytes = 0
     failures: list[str] = []

@@ -18,7 +18,9 @@ import functools
 import os
 import subprocess
 import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 CHUNK = 1024 * 1024
+WRITES_AHEAD = 4  # decompressed chunks of about 3 MiB waiting for the disk
 
 
 class GrowingFile:
@@ -145,9 +148,16 @@ def restore_from_store(
     download_error: list[BaseException] = []
 
     def download() -> None:
+        # Three stages, each releasing the GIL: read and hash, decompress, write.
+        writes: deque[Future[None]] = deque()
         try:
-            for plain in hashed_plain_chunks(client, store, entry):
-                archive.append(plain)
+            with ThreadPoolExecutor(1) as writer:
+                for plain in hashed_plain_chunks(client, store, entry):
+                    if len(writes) >= WRITES_AHEAD:
+                        writes.popleft().result()
+                    writes.append(writer.submit(archive.append, plain))
+                for write in writes:
+                    write.result()
         except BaseException as exc:  # re-raised below, after the children stopped
             download_error.append(exc)
         finally:
