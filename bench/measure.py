@@ -201,3 +201,16 @@ def best(times: int, run: Callable[[], Measurement]) -> Measurement:
             raise SystemExit(f"bench command failed ({m.returncode}): {m.stderr[-2000:]}")
         runs.append(m)
     return min(runs, key=lambda m: m.seconds)
+
+
+def best_interleaved(times: int, *runs: Callable[[], Measurement]) -> list[Measurement]:
+    """The fastest run of each command, the commands taking turns (A B A B, not A A B B).
+
+    On a shared VM a slow minute (another tenant, the kernel writing back) then slows both
+    sides alike instead of whichever happened to run in it.
+    """
+    results: list[list[Measurement]] = [[] for _ in runs]
+    for _ in range(times):
+        for run, got in zip(runs, results, strict=True):
+            got.append(best(1, run))
+    return [min(got, key=lambda m: m.seconds) for got in results]

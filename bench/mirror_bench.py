@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from botocore.config import Config
 
-from bench.measure import Measurement, best, emit, ratio_record, run_measured
+from bench.measure import Measurement, best, best_interleaved, emit, ratio_record, run_measured
 from tests.harness import Harness
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.s3 import S3Info
@@ -221,11 +221,11 @@ def main() -> None:
         best(1, lambda: tools.awscli(empty_source, f"s3://{dst}/warm-aws"))
 
         # 1. First full mirror, same endpoint: server-side copies on both sides.
-        slip = best(
+        slip, base = best_interleaved(
             repeat,
             first_full(lambda d: tools.slipway(source, d, s3), client, dst, "slipway", full),
+            first_full(lambda d: tools.awscli(source, d), client, dst, "aws", full),
         )
-        base = best(repeat, first_full(lambda d: tools.awscli(source, d), client, dst, "aws", full))
         out = report(slip)
         emit(
             ratio_record(
@@ -281,10 +281,13 @@ def main() -> None:
                 raise SystemExit(f"slipway mirror with nothing to do planned {todo} copies")
             return m
 
-        slip_nc = best(repeat, slipway_nochange)
-        slip_empty = best(repeat, lambda: tools.slipway(empty_source, f"s3://{dst}/e-slipway", s3))
-        base_nc = best(repeat, lambda: tools.awscli(nc_source, aws_dst))
-        base_empty = best(repeat, lambda: tools.awscli(empty_source, f"s3://{dst}/e-aws"))
+        slip_nc, slip_empty, base_nc, base_empty = best_interleaved(
+            repeat,
+            slipway_nochange,
+            lambda: tools.slipway(empty_source, f"s3://{dst}/e-slipway", s3),
+            lambda: tools.awscli(nc_source, aws_dst),
+            lambda: tools.awscli(empty_source, f"s3://{dst}/e-aws"),
+        )
         base_net = base_nc.seconds - base_empty.seconds
         if base_net <= 0:
             raise SystemExit(f"aws s3 sync: no-change run no slower than empty ({base_net:.3f} s)")

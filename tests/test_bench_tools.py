@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from bench.datagen import vocabulary
-from bench.measure import emit, ratio_record, run_measured, run_shell_measured
+from bench.measure import (
+    Measurement,
+    best_interleaved,
+    emit,
+    ratio_record,
+    run_measured,
+    run_shell_measured,
+)
 
 # A grandchild that touches ~100 MB (bytearray() alone maps zero pages without using them).
 GRANDCHILD = (
@@ -68,6 +76,21 @@ def test_ratio_record_and_emit(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert out.count("\n") == 1
     assert json.loads(out) == rec
+
+
+def test_interleaved_runs_take_turns_and_keep_each_best() -> None:
+    calls: list[str] = []
+
+    def side(name: str, times: list[float]) -> Callable[[], Measurement]:
+        def run() -> Measurement:
+            calls.append(name)
+            return Measurement(times.pop(0), 0, 0, "", "")
+
+        return run
+
+    a, b = best_interleaved(3, side("a", [3.0, 1.0, 2.0]), side("b", [5.0, 6.0, 4.0]))
+    assert calls == ["a", "b", "a", "b", "a", "b"]
+    assert (a.seconds, b.seconds) == (1.0, 4.0)
 
 
 def test_vocabulary_is_fixed_and_zipf_ordered() -> None:
