@@ -7,6 +7,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from blocks.errors import SlipwayError
 from blocks.settings import PostgresSettings
@@ -80,7 +81,7 @@ def test_restore_equals_the_source_with_any_number_of_jobs(
     assert snapshot(postgres, target) == snapshot(postgres, source)
 
 
-def test_damaged_archive_names_the_damage(
+def test_damaged_archive_names_the_damage_and_loads_no_row(
     postgres: PostgresInfo, s3: S3Info, tmp_path: Path
 ) -> None:
     source = create_database(postgres, UNORDERED)
@@ -91,7 +92,21 @@ def test_damaged_archive_names_the_damage(
     data[len(data) // 2] ^= 0xFF
     client.put_object(Bucket=bucket, Key=key, Body=bytes(data))
     store = server.storage(bucket)
+    target = new_database(postgres)
     with pytest.raises(SlipwayError, match="is damaged"):
-        restore_from_store(
-            store.client(), store, entry, settings(postgres, new_database(postgres)), tmp_path, 2
-        )
+        restore_from_store(store.client(), store, entry, settings(postgres, target), tmp_path, 2)
+    # The schema went in from the archive's head; not one row before the checksum matched.
+    with psycopg.connect(postgres.url(target)) as conn:
+        tables = [
+            name
+            for (name,) in conn.execute(
+                "SELECT relname FROM pg_class"
+                " WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
+            )
+        ]
+        rows = [
+            conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()
+            for t in tables
+        ]
+    assert sorted(tables) == ["a_docs", "b_events", "c_users"]
+    assert rows == [(0,), (0,), (0,)]
