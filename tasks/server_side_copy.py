@@ -23,6 +23,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, ReadOnlyCredentials
 from botocore.exceptions import ClientError, HTTPClientError, NoCredentialsError
+from botocore.exceptions import ConnectionError as EndpointUnreachable
 from botocore.httpsession import URLLib3Session
 from botocore.utils import get_environ_proxies, percent_encode
 
@@ -65,7 +66,9 @@ class PathStyleCopier:
             S3SigV4Auth(self._frozen_credentials(), "s3", self._region).add_auth(request)
             try:
                 response = self._http.send(request.prepare())
-            except HTTPClientError as exc:  # connection refused, reset, timed out
+            except (EndpointUnreachable, HTTPClientError) as exc:
+                # Refused, TLS, connect timeout (botocore's ConnectionError); reset, read
+                # timeout (HTTPClientError): retried as boto3 would.
                 if attempt == ATTEMPTS:
                     raise storage_error(exc, self._settings) from exc
             else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import socket
 import threading
 
 import pytest
@@ -114,3 +115,12 @@ def test_a_lasting_error_gives_up_after_five_attempts(s3: S3Info) -> None:
             copier.copy(src, "a", dst, "b")
     assert len(copies) == 5
     assert s3.client().list_objects_v2(Bucket=dst).get("KeyCount") == 0
+
+
+def test_an_unreachable_endpoint_is_one_line(s3: S3Info) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    nowhere = s3.storage("any").model_copy(update={"endpoint_url": f"http://127.0.0.1:{port}"})
+    with pytest.raises(SlipwayError, match="cannot reach the S3 endpoint"):
+        PathStyleCopier(nowhere, connections=1).copy("any", "a", "any", "b")
