@@ -95,7 +95,8 @@ def test_damaged_archive_names_the_damage_and_loads_no_row(
     target = new_database(postgres)
     with pytest.raises(SlipwayError, match="is damaged"):
         restore_from_store(store.client(), store, entry, settings(postgres, target), tmp_path, 2)
-    # The schema went in from the archive's head; not one row before the checksum matched.
+    # The schema may have gone in from the archive's head (unless the damage was found
+    # first); not one row did, since no row is loaded before the checksum matched.
     with psycopg.connect(postgres.url(target)) as conn:
         tables = [
             name
@@ -108,5 +109,5 @@ def test_damaged_archive_names_the_damage_and_loads_no_row(
             conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()
             for t in tables
         ]
-    assert sorted(tables) == ["a_docs", "b_events", "c_users"]
-    assert rows == [(0,), (0,), (0,)]
+    assert sorted(tables) in ([], ["a_docs", "b_events", "c_users"])
+    assert rows == [(0,)] * len(tables)
