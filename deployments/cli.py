@@ -235,23 +235,30 @@ def restore(
         typer.echo(f"warning: Prefect API {down} does not answer; running locally", err=True)
         os.environ.pop("PREFECT_API_URL")
     from blocks.errors import SlipwayError
-    from blocks.postgres import PostgresDatabase
+    from blocks.settings import PostgresSettings
+    from tasks import early_download
 
     try:
-        target = PostgresDatabase.from_url(target_database_url)
+        target = PostgresSettings.from_url(target_database_url)
     except SlipwayError as exc:
         _fail(str(exc))
     if target.password is not None and "PGPASSWORD" not in os.environ:
         # Flow parameters are stored by Prefect: the password travels by environment only.
         os.environ["PGPASSWORD"] = target.password.get_secret_value()
-    from flows.restore import restore_database
+    if store_block is None:
+        # Prefect is not imported yet: the archive downloads while it loads.
+        early_download.start(source_database or target.database, backup_id)
+    try:
+        from flows.restore import restore_database
 
-    r = _run(
-        lambda: restore_database(
-            target.display(), backup_id, source_database, yes, jobs, None, store_block
-        ),
-        verbose,
-    )
+        r = _run(
+            lambda: restore_database(
+                target.display(), backup_id, source_database, yes, jobs, None, store_block
+            ),
+            verbose,
+        )
+    finally:
+        early_download.discard()
     _print(r, as_json, r["state"])
 
 

@@ -14,6 +14,7 @@ from blocks.environment import Environment
 from blocks.errors import SlipwayError
 from blocks.object_storage import ObjectStorage
 from blocks.postgres import PostgresDatabase
+from tasks import early_download
 from tasks import postgres as pg
 from tasks.approval import wait_for_approval
 from tasks.backup_catalog import BackupEntry, find_backup
@@ -46,11 +47,21 @@ def restore_and_swap(
         new = _side_name(target.database, "new")
         pg.create_database(admin, new)
         try:
-            # Data loads into the new database while the archive downloads; its checksum
-            # is checked before the indexes are built, and the target is not touched.
-            with scratch_dir(entry.manifest.raw_bytes) as tmp:
+            # The schema goes into the new database while the archive downloads; data only
+            # once its checksum matched. The target is not touched.
+            early = early_download.adopt(store, entry)
+            if early is not None:
+                logger.info("the archive has been downloading since slipway started")
+            scratch = early.scratch if early else scratch_dir(entry.manifest.raw_bytes)
+            with scratch as tmp:
                 restore_from_store(
-                    store.client(), store, entry, target.with_database(new), Path(tmp), jobs
+                    store.client(),
+                    store,
+                    entry,
+                    target.with_database(new),
+                    Path(tmp),
+                    jobs,
+                    early.download if early else None,
                 )
         except BaseException as exc:
             pg.drop_database(admin, new)

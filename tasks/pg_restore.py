@@ -128,6 +128,51 @@ def _finish(proc: subprocess.Popen[bytes], what: str) -> bytes:
     return out
 
 
+class ArchiveDownload:
+    """A stored backup decompressed into a local file by threads of its own, as it arrives.
+
+    `file` may be read while it grows. `wait()` gives the download's failure (S3, size,
+    checksum, decompression), or None once the file is complete and its checksum matched.
+    """
+
+    def __init__(
+        self, client: S3Client, store: StorageSettings, entry: BackupEntry, directory: Path
+    ) -> None:
+        self.entry = entry
+        self.file = GrowingFile(directory / f"{entry.manifest.id}.pgc")
+        self._error: BaseException | None = None
+        self._cancelled = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(client, store, entry), daemon=True)
+        self._thread.start()
+
+    def _run(self, client: S3Client, store: StorageSettings, entry: BackupEntry) -> None:
+        # Three stages, each releasing the GIL: read and hash, decompress, write.
+        writes: deque[Future[None]] = deque()
+        try:
+            with ThreadPoolExecutor(1) as writer:
+                for plain in hashed_plain_chunks(client, store, entry):
+                    if self._cancelled.is_set():
+                        raise SlipwayError(f"the download of backup {entry.manifest.id} stopped")
+                    if len(writes) >= WRITES_AHEAD:
+                        writes.popleft().result()
+                    writes.append(writer.submit(self.file.append, plain))
+                for write in writes:
+                    write.result()
+        except BaseException as exc:  # the restore raises it, after its children stopped
+            self._error = exc
+        finally:
+            self.file.finish(ok=self._error is None)
+
+    def wait(self) -> BaseException | None:
+        self._thread.join()
+        return self._error
+
+    def cancel(self) -> None:
+        """Stop downloading (the file is left for its directory's owner to remove)."""
+        self._cancelled.set()
+        self._thread.join()
+
+
 def restore_from_store(
     client: S3Client,
     store: StorageSettings,
@@ -135,48 +180,27 @@ def restore_from_store(
     db: PostgresSettings,
     directory: Path,
     jobs: int = 2,
+    download: ArchiveDownload | None = None,
 ) -> None:
     """Restore `entry` into the existing, empty database `db`; raises if anything fails.
 
     Only the schema is created before the checksum matched: a damaged archive (size,
     checksum, compression) raises with no data loaded, and the caller drops `db`.
+    `download`, when given, is this entry's download already under way.
     """
     with pg.connect(db) as conn:
         major = pg.server_major(conn)
     tool = pg.pg_tool("pg_restore", major)
-    archive = GrowingFile(directory / f"{entry.manifest.id}.pgc")
-    download_error: list[BaseException] = []
-
-    def download() -> None:
-        # Three stages, each releasing the GIL: read and hash, decompress, write.
-        writes: deque[Future[None]] = deque()
-        try:
-            with ThreadPoolExecutor(1) as writer:
-                for plain in hashed_plain_chunks(client, store, entry):
-                    if len(writes) >= WRITES_AHEAD:
-                        writes.popleft().result()
-                    writes.append(writer.submit(archive.append, plain))
-                for write in writes:
-                    write.result()
-        except BaseException as exc:  # re-raised below, after the children stopped
-            download_error.append(exc)
-        finally:
-            archive.finish(ok=not download_error)
-
-    downloader = threading.Thread(target=download, daemon=True)
-    downloader.start()
+    if download is None:
+        download = ArchiveDownload(client, store, entry, directory)
+    archive = download.file
     children: list[subprocess.Popen[bytes]] = []
-
-    def damaged() -> BaseException | None:
-        downloader.join()
-        return download_error[0] if download_error else None
-
     try:
         # The schema needs only the archive's head: it is created while the rest arrives.
         schema = _pg_restore(tool, db, ["--section=pre-data"], archive)
         children.append(schema)
         _finish(schema, "schema")
-        if error := damaged():
+        if error := download.wait():
             raise error
         # Loading from a pipe instead would start sooner, but every loader would have to
         # read the whole archive in order; from the file, each seeks to its own tables.
@@ -192,7 +216,7 @@ def restore_from_store(
         for child in children:
             with contextlib.suppress(OSError):
                 child.kill()
-        error = damaged()  # the download runs to its end: the checksum names damage best
+        error = download.wait()  # the download runs to its end: the checksum names damage best
         if error is not None and error is not exc and isinstance(error, SlipwayError):
             raise error from exc  # the archive's damage explains pg_restore's failure
         raise

@@ -87,7 +87,7 @@ class Env:
 
 
 @pytest.fixture
-def env(postgres: PostgresInfo, s3: S3Info, prefect_server: PrefectInfo) -> Env:
+def env(postgres: PostgresInfo, s3: S3Info, prefect_server: PrefectInfo, tmp_path: Path) -> Env:
     bucket = f"backups-{secrets.token_hex(4)}"
     s3.client().create_bucket(Bucket=bucket)
     database = create_database(postgres)
@@ -110,6 +110,7 @@ def env(postgres: PostgresInfo, s3: S3Info, prefect_server: PrefectInfo) -> Env:
             "PGPASSWORD": postgres.password,
             "SLIPWAY_BACKUP_URL": f"s3://{bucket}/nightly",
             "PREFECT_API_URL": prefect_server.api_url,
+            "TMPDIR": str(tmp_path),  # where restores keep the archive while they run
         },
     )
 
@@ -121,6 +122,10 @@ def _one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> st
     for needle in needles:
         assert needle.lower() in lines[0].lower(), lines[0]
     return lines[0]
+
+
+def _restore_files_left(env: Env) -> list[Path]:
+    return list(Path(env.vars["TMPDIR"]).glob("slipway-restore-*"))
 
 
 def _keys(env: Env) -> list[str]:
@@ -148,14 +153,12 @@ def test_backup_verify_drill_restore_round_trip(env: Env) -> None:
 
     # Into a new database: equal to the original, row by row and in schema.
     target = f"restored_{secrets.token_hex(3)}"
-    out = env.restore(
-        "latest",
-        target,
-        "--json",
-        check=True,
-    )
+    out = env.restore("latest", target, "--json", "--verbose", check=True)
     assert json.loads(out.stdout)["previous"] is None
     assert snapshot(env.pg, target) == snapshot(env.pg, env.database)
+    # The archive started downloading before Prefect had loaded, and is gone.
+    assert "downloading since slipway started" in out.stderr
+    assert _restore_files_left(env) == []
 
     # A non-empty target is refused without --yes, and left as it was.
     with psycopg.connect(env.pg.url(target), autocommit=True) as conn:
@@ -167,6 +170,7 @@ def test_backup_verify_drill_restore_round_trip(env: Env) -> None:
     )
     _one_line_error(refused, "not empty", "--yes")
     assert snapshot(env.pg, target) == changed
+    assert _restore_files_left(env) == []  # the early download stopped, its file removed
 
     replaced = json.loads(
         env.restore(
@@ -204,6 +208,7 @@ def test_flipped_byte_is_refused_and_target_untouched(env: Env) -> None:
         "damaged",
     )
     assert snapshot(env.pg, target) == before
+    assert _restore_files_left(env) == []
 
 
 def test_killed_backup_leaves_no_backup_and_is_cleaned_next_run(env: Env) -> None:
