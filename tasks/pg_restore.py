@@ -188,9 +188,14 @@ def restore_from_store(
     checksum, compression) raises with no data loaded, and the caller drops `db`.
     `download`, when given, is this entry's download already under way.
     """
-    with pg.connect(db) as conn:
-        major = pg.server_major(conn)
-    tool = pg.pg_tool("pg_restore", major)
+    try:
+        with pg.connect(db) as conn:
+            major = pg.server_major(conn)
+        tool = pg.pg_tool("pg_restore", major)
+    except BaseException:
+        if download is not None:
+            download.cancel()  # nothing will read it
+        raise
     if download is None:
         download = ArchiveDownload(client, store, entry, directory)
     archive = download.file
