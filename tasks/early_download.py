@@ -39,7 +39,8 @@ class EarlyDownload:
 
     def discard(self) -> None:
         self.download.cancel()
-        self.scratch.cleanup()
+        with contextlib.suppress(OSError):
+            self.scratch.cleanup()
 
 
 _LOCK = threading.Lock()
@@ -65,9 +66,7 @@ def start(database: str, ref: str) -> None:
 
 def adopt(store: StorageSettings, entry: BackupEntry) -> EarlyDownload | None:
     """The early download of `entry` from `store`, now the caller's to finish and clean up."""
-    global _pending
-    with _LOCK:
-        early, _pending = _pending, None
+    early = _take()
     if early is None or early.matches(store, entry):
         return early
     early.discard()
@@ -76,9 +75,12 @@ def adopt(store: StorageSettings, entry: BackupEntry) -> EarlyDownload | None:
 
 def discard() -> None:
     """Stop and remove an early download nobody adopted (the restore failed before it)."""
+    if (early := _take()) is not None:
+        early.discard()
+
+
+def _take() -> EarlyDownload | None:
     global _pending
     with _LOCK:
         early, _pending = _pending, None
-    if early is not None:
-        with contextlib.suppress(OSError):
-            early.discard()
+    return early

@@ -142,17 +142,19 @@ class ArchiveDownload:
         self.file = GrowingFile(directory / f"{entry.manifest.id}.pgc")
         self._error: BaseException | None = None
         self._cancelled = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(client, store, entry), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(client, store), daemon=True)
         self._thread.start()
 
-    def _run(self, client: S3Client, store: StorageSettings, entry: BackupEntry) -> None:
+    def _run(self, client: S3Client, store: StorageSettings) -> None:
         # Three stages, each releasing the GIL: read and hash, decompress, write.
         writes: deque[Future[None]] = deque()
         try:
             with ThreadPoolExecutor(1) as writer:
-                for plain in hashed_plain_chunks(client, store, entry):
+                for plain in hashed_plain_chunks(client, store, self.entry):
                     if self._cancelled.is_set():
-                        raise SlipwayError(f"the download of backup {entry.manifest.id} stopped")
+                        raise SlipwayError(
+                            f"the download of backup {self.entry.manifest.id} stopped"
+                        )
                     if len(writes) >= WRITES_AHEAD:
                         writes.popleft().result()
                     writes.append(writer.submit(self.file.append, plain))
