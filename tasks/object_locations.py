@@ -105,7 +105,7 @@ class S3Location:
         self.settings = settings
         self.page_size = page_size
         self.client: S3Client = settings.client(max_connections=connections)
-        self._copier = copier_for(settings, connections)
+        self._copier = copier_for(settings)
         self.root = settings.prefix.strip("/") + "/" if settings.prefix.strip("/") else ""
 
     def describe(self) -> str:

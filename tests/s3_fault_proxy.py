@@ -30,9 +30,14 @@ def fault_proxy(
     upstream: str,
     fail: Callable[[str, str], bool],
     error: tuple[int, str, str] = INTERNAL_ERROR,
+    *,
+    hang_up: bool = False,
 ) -> Iterator[str]:
     """Serve a proxy to `upstream`; `fail(method, path_and_query)` picks requests that get
-    `error` (HTTP status, S3 error code, message) instead of the server's answer."""
+    `error` (HTTP status, S3 error code, message) instead of the server's answer.
+
+    hang_up: close each connection after its answer without saying so, as a server does
+    with a keep-alive connection it found idle too long."""
     target = urlsplit(upstream)
     status, code, message = error
     body_xml = (
@@ -72,6 +77,8 @@ def fault_proxy(
             self.end_headers()
             if not head:
                 self.wfile.write(data)
+            if hang_up:
+                self.close_connection = True
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 

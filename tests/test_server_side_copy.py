@@ -47,12 +47,12 @@ def test_copies_bytes_type_and_metadata_of_awkward_keys(s3: S3Info) -> None:
 def test_refusals_are_one_line_errors_and_copy_nothing(s3: S3Info) -> None:
     src, dst = buckets(s3)
     s3.client().put_object(Bucket=src, Key="a", Body=b"a")
-    copier = PathStyleCopier(s3.storage(dst), connections=2)
+    copier = PathStyleCopier(s3.storage(dst))
     with pytest.raises(SlipwayError, match="NoSuchKey"):
         copier.copy(src, "missing", dst, "b")
     wrong = s3.storage(dst).model_copy(update={"secret_access_key": SecretStr("wrong-secret")})
     with pytest.raises(SlipwayError, match="refused the credentials") as refused:
-        PathStyleCopier(wrong, connections=2).copy(src, "a", dst, "b")
+        PathStyleCopier(wrong).copy(src, "a", dst, "b")
     assert "wrong-secret" not in str(refused.value)
     assert "\n" not in str(refused.value)
     assert s3.client().list_objects_v2(Bucket=dst).get("KeyCount") == 0
@@ -68,7 +68,7 @@ def test_no_credentials_anywhere_is_one_line(s3: S3Info, monkeypatch: pytest.Mon
         update={"access_key_id": None, "secret_access_key": None}
     )
     with pytest.raises(SlipwayError, match="no S3 credentials"):
-        PathStyleCopier(anonymous, connections=1).copy("any", "a", "any", "b")
+        PathStyleCopier(anonymous).copy("any", "a", "any", "b")
 
 
 @pytest.mark.parametrize(
@@ -93,10 +93,29 @@ def test_transient_errors_are_retried(s3: S3Info, error: tuple[int, str, str]) -
             return len(copies) <= 2
 
     with fault_proxy(s3.endpoint_url, first_two_copies_fail, error) as proxy:
-        copier = PathStyleCopier(s3.storage(dst).model_copy(update={"endpoint_url": proxy}), 2)
+        copier = PathStyleCopier(s3.storage(dst).model_copy(update={"endpoint_url": proxy}))
         copier.copy(src, "a", dst, "b")
     assert len(copies) == 3
     assert s3.client().get_object(Bucket=dst, Key="b")["Body"].read() == b"payload"
+
+
+def test_a_connection_the_server_closed_is_replaced(s3: S3Info) -> None:
+    src, dst = buckets(s3)
+    for key in ("a", "b", "c"):
+        s3.client().put_object(Bucket=src, Key=key, Body=key.encode())
+    forwarded: list[str] = []
+
+    def count(method: str, path: str) -> bool:
+        forwarded.append(f"{method} {path}")
+        return False
+
+    with fault_proxy(s3.endpoint_url, count, hang_up=True) as proxy:
+        copier = PathStyleCopier(s3.storage(dst).model_copy(update={"endpoint_url": proxy}))
+        for key in ("a", "b", "c"):  # one thread: each copy finds its connection closed
+            copier.copy(src, key, dst, key)
+    assert forwarded == [f"PUT /{dst}/{key}" for key in ("a", "b", "c")]
+    for key in ("a", "b", "c"):
+        assert s3.client().get_object(Bucket=dst, Key=key)["Body"].read() == key.encode()
 
 
 def test_a_lasting_error_gives_up_after_five_attempts(s3: S3Info) -> None:
@@ -110,7 +129,7 @@ def test_a_lasting_error_gives_up_after_five_attempts(s3: S3Info) -> None:
 
     error = (200, "InternalError", "still failing")
     with fault_proxy(s3.endpoint_url, always, error) as proxy:
-        copier = PathStyleCopier(s3.storage(dst).model_copy(update={"endpoint_url": proxy}), 2)
+        copier = PathStyleCopier(s3.storage(dst).model_copy(update={"endpoint_url": proxy}))
         with pytest.raises(SlipwayError, match="InternalError still failing"):
             copier.copy(src, "a", dst, "b")
     assert len(copies) == 5
@@ -123,4 +142,4 @@ def test_an_unreachable_endpoint_is_one_line(s3: S3Info) -> None:
         port = unused.getsockname()[1]
     nowhere = s3.storage("any").model_copy(update={"endpoint_url": f"http://127.0.0.1:{port}"})
     with pytest.raises(SlipwayError, match="cannot reach the S3 endpoint"):
-        PathStyleCopier(nowhere, connections=1).copy("any", "a", "any", "b")
+        PathStyleCopier(nowhere).copy("any", "a", "any", "b")
