@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -55,15 +56,27 @@ def _fail(message: str) -> None:
 def _prefect_api_down() -> str | None:
     """The configured Prefect API URL when it does not answer, else None."""
     url = os.environ.get("PREFECT_API_URL")
-    if not url:
-        return None
+    return None if not url or _answers(url) else url
+
+
+@functools.cache
+def _answers(url: str) -> bool:
     import httpx
 
     try:
         httpx.get(f"{url.rstrip('/')}/health", timeout=3).raise_for_status()
     except httpx.HTTPError:
-        return url
-    return None
+        return False
+    return True
+
+
+def _require_prefect_api() -> None:
+    """Fail in one line, before anything runs, when PREFECT_API_URL does not answer."""
+    if down := _prefect_api_down():
+        _fail(
+            f"the Prefect API at {down} does not answer: start it, or unset PREFECT_API_URL "
+            "to run on a temporary local API"
+        )
 
 
 def _foreground_settings() -> contextlib.AbstractContextManager[object]:
@@ -86,6 +99,8 @@ def _foreground_settings() -> contextlib.AbstractContextManager[object]:
 def _run(call: Callable[[], T], verbose: bool) -> T:
     """Run a flow; expected failures become one line on stderr and exit status 1."""
     from blocks.errors import SlipwayError
+
+    _require_prefect_api()
 
     if not verbose:
         from prefect.logging.handlers import PrefectConsoleHandler
@@ -316,14 +331,24 @@ def mirror_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Copy what is new or changed from SOURCE to DESTINATION."""
-    from flows.mirror import mirror_bucket
+    from tasks import early_mirror
 
-    r = _run(
-        lambda: mirror_bucket(
-            source, destination, delete, dry_run, source_block, destination_block
-        ),
-        verbose,
-    )
+    _require_prefect_api()
+    if not (dry_run or source_block or destination_block) and os.environ.get("PREFECT_API_URL"):
+        # Prefect is not imported yet: the copies begin while it loads, and the run that
+        # adopts them will be recorded (tasks/early_mirror.py).
+        early_mirror.start(source, destination, delete)
+    try:
+        from flows.mirror import mirror_bucket
+
+        r = _run(
+            lambda: mirror_bucket(
+                source, destination, delete, dry_run, source_block, destination_block
+            ),
+            verbose,
+        )
+    finally:
+        early_mirror.discard()
     text = (
         f"{r['copied']} copied ({int(r['copied_bytes']) / 1048576:.1f} MiB), "
         f"{r['deleted']} deleted, {r['unchanged']} unchanged in {r['seconds']:.1f} s"

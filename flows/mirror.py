@@ -10,7 +10,8 @@ from prefect.artifacts import create_markdown_artifact
 from blocks.errors import SlipwayError
 from blocks.object_storage import ObjectStorage
 from flows.progress import ProgressArtifact
-from tasks.bucket_mirror import MirrorResult, mirror
+from tasks import early_mirror
+from tasks.bucket_mirror import MirrorResult, delete_gone, mirror
 from tasks.notify import HOOKS
 from tasks.object_locations import AnyLocation, parse_location
 
@@ -59,11 +60,19 @@ def mirror_bucket(
     an incomplete listing or a failed copy). The source's endpoint and keys come from
     source_block or SLIPWAY_SOURCE_*, the destination's from destination_block or AWS_*.
     """
-    src = resolve_location(source, source_block, "SLIPWAY_SOURCE_")
-    dst = resolve_location(destination, destination_block, "AWS_")
-    with ProgressArtifact("mirror-progress", f"mirror {source} -> {destination}") as progress:
-        result = mirror(src, dst, delete=delete, dry_run=dry_run, on_progress=progress.record)
     logger = get_run_logger()
+    early = None
+    if not (dry_run or source_block or destination_block):
+        early = early_mirror.adopt(source, destination, delete)
+    with ProgressArtifact("mirror-progress", f"mirror {source} -> {destination}") as progress:
+        if early is not None:
+            logger.info("the mirror has been copying since slipway started")
+            dst, result = early.finish(progress.record)
+            result = delete_gone(dst, result)
+        else:
+            src = resolve_location(source, source_block, "SLIPWAY_SOURCE_")
+            dst = resolve_location(destination, destination_block, "AWS_")
+            result = mirror(src, dst, delete=delete, dry_run=dry_run, on_progress=progress.record)
     if dry_run:
         logger.info("%s", result.plan.render())
     create_markdown_artifact(mirror_report(result), key="mirror-report")

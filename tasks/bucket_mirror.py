@@ -84,6 +84,7 @@ class MirrorResult:
     seconds: float = 0.0
     list_seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)  # monotonic clock, for `seconds`
 
     def summary(self) -> dict[str, object]:
         p = self.plan
@@ -326,21 +327,27 @@ def run_copies(
     *,
     stamp: bool = True,
     on_progress: Progress = lambda done, total: None,
+    stop: threading.Event | None = None,
 ) -> tuple[int, int, list[str]]:
-    """Copy concurrently; returns (objects, bytes, failures). Failures do not stop others."""
+    """Copy concurrently; returns (objects, bytes, failures). Failures do not stop others.
+
+    stop: once set, copies not yet begun are skipped (those under way finish).
+    """
     # Largest first: a long copy started last would run on alone at the end.
     todo = sorted(actions, key=lambda a: a.size, reverse=True)
     total = sum(a.size for a in todo)
     done_objects = done_bytes = 0
     failures: list[str] = []
     lock = threading.Lock()
+
+    def one(action: Action) -> int | None:
+        if stop is not None and stop.is_set():
+            return None
+        listed = ObjectInfo(action.key, action.size, action.etag)
+        return copy_one(src, dst, action.key, stamp=stamp, listed=listed)
+
     with ThreadPoolExecutor(WORKERS) as pool:
-        futures = {
-            pool.submit(
-                copy_one, src, dst, a.key, stamp=stamp, listed=ObjectInfo(a.key, a.size, a.etag)
-            ): a
-            for a in todo
-        }
+        futures = {pool.submit(one, a): a for a in todo}
         for future in as_completed(futures):
             action = futures[future]
             try:
@@ -351,6 +358,8 @@ def run_copies(
             except Exception as exc:  # one object's failure is reported, the rest go on
                 failures.append(f"{action.key}: {type(exc).__name__}: {exc}")
                 continue
+            if size is None:
+                continue  # stopped before it began
             with lock:
                 done_objects += 1
                 done_bytes += size
@@ -367,17 +376,43 @@ def mirror(
     on_progress: Progress = lambda done, total: None,
 ) -> MirrorResult:
     """Make `dst` hold what `src` holds. Deletions only after a complete, error-free run."""
+    result = copy_changes(src, dst, delete=delete, dry_run=dry_run, on_progress=on_progress)
+    return delete_gone(dst, result)
+
+
+def copy_changes(
+    src: AnyLocation,
+    dst: AnyLocation,
+    *,
+    delete: bool = False,
+    dry_run: bool = False,
+    on_progress: Progress = lambda done, total: None,
+    stop: threading.Event | None = None,
+) -> MirrorResult:
+    """A mirror's first part: check both sides, plan (deletions included), copy."""
     started = time.monotonic()
     src.check(must_exist=True)
     dst.check(must_exist=isinstance(dst, S3Location))
     plan, list_seconds = plan_mirror(src, dst, delete)
-    result = MirrorResult(plan, dry_run, list_seconds=list_seconds)
+    result = MirrorResult(plan, dry_run, list_seconds=list_seconds, started=started)
     if not dry_run:
         result.copied, result.copied_bytes, result.failures = run_copies(
-            src, dst, plan.copy, on_progress=on_progress
+            src, dst, plan.copy, on_progress=on_progress, stop=stop
         )
-        if plan.delete and not result.failures:
-            dst.delete([a.key for a in plan.delete])
-            result.deleted = len(plan.delete)
     result.seconds = time.monotonic() - started
+    return result
+
+
+def delete_gone(dst: AnyLocation, result: MirrorResult) -> MirrorResult:
+    """A mirror's second part: the planned deletions, only if every copy succeeded."""
+    plan = result.plan
+    if not result.dry_run and plan.delete and not result.failures:
+        if result.copied < len(plan.copy):
+            raise SlipwayError(
+                f"the mirror to {dst.describe()} stopped before its last copy; "
+                "nothing was deleted, run it again"
+            )
+        dst.delete([a.key for a in plan.delete])
+        result.deleted = len(plan.delete)
+    result.seconds = time.monotonic() - result.started
     return result

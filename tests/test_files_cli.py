@@ -54,10 +54,13 @@ def test_mirror_snapshot_and_restore_files(s3: S3Info, s3b: S3Info, env: dict[st
     assert "copy   docs/ré sumé+1.pdf  (new)" in dry.stdout
     assert s3_contents(s3b, store) == {}
 
-    first = ok(slipway("mirror", f"s3://{app}", f"s3://{store}/mirror", "--json", env=env))
-    assert first["copied"] == 6
+    mirror = ["mirror", f"s3://{app}", f"s3://{store}/mirror", "--json", "--verbose"]
+    first = slipway(*mirror, env=env)
+    assert ok(first)["copied"] == 6
     assert s3_contents(s3b, store, "mirror/") == files
-    again = ok(slipway("mirror", f"s3://{app}", f"s3://{store}/mirror", "--json", env=env))
+    # The copies began before Prefect had loaded; the flow run took them over.
+    assert "copying since slipway started" in first.stderr
+    again = ok(slipway(*mirror, env=env))
     assert again["copied"] == 0
     assert again["unchanged"] == 6
 
@@ -88,6 +91,14 @@ def test_mirror_snapshot_and_restore_files(s3: S3Info, s3b: S3Info, env: dict[st
     assert s3_contents(s3, from_mirror) == files
     assert client.head_object(Bucket=from_mirror, Key="docs/ré sumé+1.pdf")["Metadata"] == {}
 
+    # With --delete, the flow run deletes once the early copies are all done.
+    client.delete_object(Bucket=app, Key="docs/ré sumé+1.pdf")
+    put(client, app, "uploads/new.jpg", b"new", ContentType="image/jpeg")
+    synced = slipway(*mirror, "--delete", env=env)
+    assert (ok(synced)["copied"], ok(synced)["deleted"]) == (1, 1)
+    assert "copying since slipway started" in synced.stderr
+    assert s3_contents(s3b, store, "mirror/") == s3_contents(s3, app)
+
 
 @pytest.mark.parametrize(
     ("case", "expected"),
@@ -96,6 +107,7 @@ def test_mirror_snapshot_and_restore_files(s3: S3Info, s3b: S3Info, env: dict[st
         ("wrong credentials", "refused the credentials"),
         ("unreachable endpoint", "cannot reach the S3 endpoint"),
         ("destination inside source", "overlap"),
+        ("Prefect API down", "does not answer"),
     ],
 )
 def test_bad_input_is_one_line_and_changes_nothing(
@@ -113,6 +125,8 @@ def test_bad_input_is_one_line_and_changes_nothing(
         env["SLIPWAY_SOURCE_SECRET_ACCESS_KEY"] = wrong_secret
     elif case == "unreachable endpoint":
         env["SLIPWAY_SOURCE_ENDPOINT_URL"] = "http://127.0.0.1:9"
+    elif case == "Prefect API down":  # no run could record it: nothing may start early
+        env["PREFECT_API_URL"] = "http://127.0.0.1:9/api"
     else:
         env.update(s3.env())  # both sides on the app's server, one inside the other
         destination = f"s3://{app}/backup"
