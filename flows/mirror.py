@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -66,7 +67,10 @@ def mirror_bucket(
         early = early_mirror.adopt(source, destination, delete)
     with ProgressArtifact("mirror-progress", f"mirror {source} -> {destination}") as progress:
         if early is not None:
-            logger.info("the mirror has been copying since slipway started")
+            logger.info(
+                "the mirror has been copying since slipway started, %.1f s ago",
+                time.monotonic() - early.started,
+            )
             dst, result = early.finish(progress.record)
             result = delete_gone(dst, result)
         else:

@@ -13,6 +13,7 @@ same destination with the same options, and reports all of it. What starts early
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -20,13 +21,14 @@ import time
 from tasks.bucket_mirror import MirrorResult, Progress, copy_changes
 from tasks.object_locations import AnyLocation, parse_location
 
-Key = tuple[str, str, bool, tuple[tuple[str, str], ...]]
+Key = tuple[str, str, bool, str]
 
 
 def _key(source: str, destination: str, delete: bool) -> Key:
-    """What decides the mirror: both refs, --delete, and the variables naming the stores."""
+    """What decides the mirror: both refs, --delete, and the variables naming the stores
+    (hashed: they hold the keys)."""
     env = sorted((k, v) for k, v in os.environ.items() if k.startswith(("AWS_", "SLIPWAY_")))
-    return source, destination, delete, tuple(env)
+    return source, destination, delete, hashlib.sha256(repr(env).encode()).hexdigest()
 
 
 class EarlyMirror:
@@ -35,22 +37,29 @@ class EarlyMirror:
     def __init__(self, source: str, destination: str, delete: bool) -> None:
         self.key = _key(source, destination, delete)
         self.started = time.monotonic()
-        self.destination: AnyLocation | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._progress: tuple[int, int] = (0, 0)
         self._forward: Progress = lambda done, total: None
         self._result: MirrorResult | None = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(source, destination, delete), name="early-mirror", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, source: str, destination: str, delete: bool) -> None:
+        # The clients are made here, before Prefect's import competes for the GIL.
+        self.destination: AnyLocation | None = None
+        self._thread: threading.Thread | None = None
         try:
             src = parse_location(source, "SLIPWAY_SOURCE_")
             self.destination = parse_location(destination, "AWS_")
+        except Exception as exc:  # a malformed URL: handed to the flow, which raises it
+            self._error = exc
+            return
+        self._thread = threading.Thread(
+            target=self._run, args=(src, delete), name="early-mirror", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, src: AnyLocation, delete: bool) -> None:
+        assert self.destination is not None
+        try:
             self._result = copy_changes(
                 src, self.destination, delete=delete, on_progress=self._record, stop=self._stop
             )
@@ -72,7 +81,8 @@ class EarlyMirror:
             self._forward = on_progress
             done, total = self._progress
         on_progress(done, total)
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         if self._error is not None:
             raise self._error
         assert self._result is not None
@@ -83,7 +93,8 @@ class EarlyMirror:
     def discard(self) -> None:
         """Skip the copies not begun, and wait for those under way."""
         self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
 
 
 _LOCK = threading.Lock()

@@ -68,13 +68,23 @@ def test_another_mirror_does_not_adopt_it(
     assert early_mirror.adopt(f"s3://{src}", f"s3://{dst}/m", delete=False) is None  # discarded
 
 
-def test_a_failing_early_mirror_fails_its_adopter_in_one_line(stores: tuple[str, str]) -> None:
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("s3://no-such-bucket-here", "does not exist"),
+        ("ftp://host/files", "neither s3://bucket/prefix nor a local directory"),
+    ],
+)
+def test_a_failing_early_mirror_fails_its_adopter_in_one_line(
+    source: str, expected: str, s3b: S3Info, stores: tuple[str, str]
+) -> None:
     _, dst = stores
-    early_mirror.start("s3://no-such-bucket-here", f"s3://{dst}/m", delete=False)
-    early = early_mirror.adopt("s3://no-such-bucket-here", f"s3://{dst}/m", delete=False)
+    early_mirror.start(source, f"s3://{dst}/m", delete=False)
+    early = early_mirror.adopt(source, f"s3://{dst}/m", delete=False)
     assert early is not None
-    with pytest.raises(SlipwayError, match="does not exist"):
+    with pytest.raises(SlipwayError, match=expected):
         early.finish(lambda done, total: None)
+    assert s3_contents(s3b, dst) == {}
 
 
 def test_a_discarded_early_mirror_stops_and_deletes_nothing(
