@@ -61,13 +61,14 @@ def _prefect_api_down() -> str | None:
 
 @functools.cache
 def _answers(url: str) -> bool:
+    """Whether the API's /health answers (401/403 too: credentials are Prefect's to check)."""
     import httpx
 
     try:
-        httpx.get(f"{url.rstrip('/')}/health", timeout=3).raise_for_status()
+        status = httpx.get(f"{url.rstrip('/')}/health", timeout=3).status_code
     except httpx.HTTPError:
         return False
-    return True
+    return status != 404 and status < 500
 
 
 def _require_prefect_api() -> None:
