@@ -65,7 +65,7 @@ def test_another_mirror_does_not_adopt_it(
     else:
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "someone-else")
     assert early_mirror.adopt(f"s3://{src}", destination, delete) is None
-    assert early_mirror.adopt(f"s3://{src}", f"s3://{dst}/m", delete=False) is None  # discarded
+    assert early_mirror.adopt(f"s3://{src}", f"s3://{dst}/m", delete=False) is None  # let go
 
 
 @pytest.mark.parametrize(
