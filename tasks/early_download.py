@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from blocks.settings import StorageSettings
 from tasks.backup_catalog import BackupEntry, find_backup
+from tasks.early_slot import EarlySlot
 from tasks.pg_backup import scratch_dir
 from tasks.pg_restore import ArchiveDownload
 
@@ -43,13 +43,11 @@ class EarlyDownload:
             self.scratch.cleanup()
 
 
-_LOCK = threading.Lock()
-_pending: EarlyDownload | None = None
+_SLOT: EarlySlot[EarlyDownload] = EarlySlot()
 
 
 def start(database: str, ref: str) -> None:
     """Begin downloading backup `ref` (an id or latest) of `database` from SLIPWAY_BACKUP_URL."""
-    global _pending
     try:
         store = StorageSettings.from_env()
         client = store.client()
@@ -57,30 +55,15 @@ def start(database: str, ref: str) -> None:
         scratch = scratch_dir(entry.manifest.raw_bytes)
     except Exception:  # the flow finds the same problem and reports it
         return
-    early = EarlyDownload(store, ArchiveDownload(client, store, entry, Path(scratch.name)), scratch)
-    with _LOCK:
-        previous, _pending = _pending, early
-    if previous is not None:
-        previous.discard()
+    download = ArchiveDownload(client, store, entry, Path(scratch.name))
+    _SLOT.put(EarlyDownload(store, download, scratch))
 
 
 def adopt(store: StorageSettings, entry: BackupEntry) -> EarlyDownload | None:
     """The early download of `entry` from `store`, now the caller's to finish and clean up."""
-    early = _take()
-    if early is None or early.matches(store, entry):
-        return early
-    early.discard()
-    return None
+    return _SLOT.adopt(lambda early: early.matches(store, entry))
 
 
 def discard() -> None:
     """Stop and remove an early download nobody adopted (the restore failed before it)."""
-    if (early := _take()) is not None:
-        early.discard()
-
-
-def _take() -> EarlyDownload | None:
-    global _pending
-    with _LOCK:
-        early, _pending = _pending, None
-    return early
+    _SLOT.discard()

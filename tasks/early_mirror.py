@@ -19,6 +19,7 @@ import threading
 import time
 
 from tasks.bucket_mirror import MirrorResult, Progress, copy_changes
+from tasks.early_slot import EarlySlot
 from tasks.object_locations import AnyLocation, parse_location
 
 Key = tuple[str, str, bool, str]
@@ -97,37 +98,20 @@ class EarlyMirror:
             self._thread.join()
 
 
-_LOCK = threading.Lock()
-_pending: EarlyMirror | None = None
+_SLOT: EarlySlot[EarlyMirror] = EarlySlot()
 
 
 def start(source: str, destination: str, delete: bool) -> None:
     """Begin mirroring `source` into `destination`, both configured by the environment."""
-    global _pending
-    early = EarlyMirror(source, destination, delete)
-    with _LOCK:
-        previous, _pending = _pending, early
-    if previous is not None:
-        previous.discard()
+    _SLOT.put(EarlyMirror(source, destination, delete))
 
 
 def adopt(source: str, destination: str, delete: bool) -> EarlyMirror | None:
     """The early mirror of `source` into `destination`, now the caller's to finish."""
-    early = _take()
-    if early is None or early.key == _key(source, destination, delete):
-        return early
-    early.discard()
-    return None
+    key = _key(source, destination, delete)
+    return _SLOT.adopt(lambda early: early.key == key)
 
 
 def discard() -> None:
     """Stop an early mirror nobody adopted (the flow run did not start, or failed first)."""
-    if (early := _take()) is not None:
-        early.discard()
-
-
-def _take() -> EarlyMirror | None:
-    global _pending
-    with _LOCK:
-        early, _pending = _pending, None
-    return early
+    _SLOT.discard()
