@@ -39,8 +39,21 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def free_port(*, also_free_offsets: Sequence[int] = (), low: int = 20000, high: int = 45000) -> int:
-    """A free TCP port on 127.0.0.1; `also_free_offsets` must be free too (SeaweedFS's +10000)."""
+def _ephemeral_low() -> int:
+    """Where the kernel starts picking ports for outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def free_port(*, also_free_offsets: Sequence[int] = (), low: int = 20000) -> int:
+    """A free TCP port on 127.0.0.1; `also_free_offsets` must be free too (SeaweedFS's +10000).
+
+    The port and its offsets stay below the kernel's ephemeral range: there, any outgoing
+    connection (a test's 32 S3 connections, say) could take one before the server binds it.
+    """
+    high = _ephemeral_low() - 1 - max(also_free_offsets, default=0)
     for _ in range(500):
         port = random.randint(low, high)  # noqa: S311 - not security relevant
         if all(port_is_free(port + off) for off in (0, *also_free_offsets)):

@@ -107,9 +107,9 @@ class SeaweedS3:
                 }
             )
         )
-        # SeaweedFS also binds port+10000 for gRPC on the master, volume and filer ports.
+        # SeaweedFS also binds port+10000 for gRPC on the master, volume, filer and S3 ports.
         ports = {k: free_port(also_free_offsets=(10000,)) for k in ("master", "volume", "filer")}
-        s3_port = free_port()
+        s3_port = free_port(also_free_offsets=(10000,))
         self.proc = ManagedProcess(
             self.name,
             [
