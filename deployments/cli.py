@@ -38,6 +38,9 @@ app.add_typer(webhook_app, name="webhook")
 
 T = TypeVar("T")
 
+# How long `mirror` lets its early listing run alone before Prefect's import competes.
+EARLY_PLAN_WAIT = 3.0
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 DbBlockOpt = Annotated[
     str | None, typer.Option(help="PostgresDatabase block name (default: DATABASE_URL).")
@@ -61,12 +64,27 @@ def _prefect_api_down() -> str | None:
 
 @functools.cache
 def _answers(url: str) -> bool:
-    """Whether the API's /health answers (401/403 too: credentials are Prefect's to check)."""
-    import httpx
+    """Whether the API's /health answers (401/403 too: credentials are Prefect's to check).
 
+    With the standard library, not httpx: its import would delay the mirror's early copies.
+    A certificate this probe cannot verify is Prefect's to judge, with its own TLS settings.
+    """
+    import http.client
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    if not url.startswith(("http://", "https://")):
+        return False
     try:
-        status = httpx.get(f"{url.rstrip('/')}/health", timeout=3).status_code
-    except httpx.HTTPError:
+        health = f"{url.rstrip('/')}/health"
+        with urllib.request.urlopen(health, timeout=3) as response:  # noqa: S310 - http(s)
+            status: int = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except urllib.error.URLError as exc:
+        return isinstance(exc.reason, ssl.SSLError)
+    except (OSError, http.client.HTTPException, ValueError):
         return False
     return status != 404 and status < 500
 
@@ -338,7 +356,7 @@ def mirror_cmd(
     if not (dry_run or source_block or destination_block) and os.environ.get("PREFECT_API_URL"):
         # Prefect is not imported yet: the copies begin while it loads, and the run that
         # adopts them will be recorded (tasks/early_mirror.py).
-        early_mirror.start(source, destination, delete)
+        early_mirror.start(source, destination, delete, head_start=EARLY_PLAN_WAIT)
     try:
         from flows.mirror import mirror_bucket
 

@@ -287,12 +287,18 @@ def copy_one(
     return info.size
 
 
+def _request_only(stamp: bool, listed: ObjectInfo | None) -> bool:
+    """Whether a same-endpoint copy is the bare request: same bytes, same single-part ETag,
+    same metadata, so nothing to add and no HEAD needed. (S3 refuses single copies above
+    5 GiB; such objects have multi-part ETags anyway.)"""
+    return bool(stamp and listed and listed.etag and not listed.multipart)
+
+
 def _server_side_copy(
     src: S3Location, dst: S3Location, key: str, stamp: bool, listed: ObjectInfo | None
 ) -> int:
-    if stamp and listed and listed.etag and not listed.multipart:
-        # Same bytes, same single-part ETag, same metadata: nothing to add, no HEAD needed.
-        # (S3 refuses single copies above 5 GiB; such objects have multi-part ETags anyway.)
+    if _request_only(stamp, listed):
+        assert listed is not None
         dst.copy_from(src, key, key, None)
         return listed.size
     head = src.head(key)
@@ -339,6 +345,15 @@ def run_copies(
     done_objects = done_bytes = 0
     failures: list[str] = []
     lock = threading.Lock()
+    on_progress(0, total)
+
+    def count(size: int) -> None:
+        nonlocal done_objects, done_bytes
+        with lock:
+            done_objects += 1
+            done_bytes += size
+            done = done_bytes
+        on_progress(done, total)
 
     def one(action: Action) -> int | None:
         if stop is not None and stop.is_set():
@@ -346,8 +361,24 @@ def run_copies(
         listed = ObjectInfo(action.key, action.size, action.etag)
         return copy_one(src, dst, action.key, stamp=stamp, listed=listed)
 
+    # Bare same-endpoint copies go out in one batch, without a thread each; the pool takes
+    # the others, then what the batch did not do (retried there, errors worded there).
+    batch: list[Action] = []
+    if (
+        isinstance(src, S3Location)
+        and isinstance(dst, S3Location)
+        and src.settings.same_endpoint(dst.settings)
+    ):
+        batch = [a for a in todo if _request_only(stamp, ObjectInfo(a.key, a.size, a.etag))]
+    in_batch = {id(a) for a in batch}
     with ThreadPoolExecutor(WORKERS) as pool:
-        futures = {pool.submit(one, a): a for a in todo}
+        futures = {pool.submit(one, a): a for a in todo if id(a) not in in_batch}
+        if batch:
+            assert isinstance(src, S3Location)
+            assert isinstance(dst, S3Location)
+            keys = [a.key for a in batch]
+            left = dst.copy_many_from(src, keys, lambda i: count(batch[i].size), stop)
+            futures.update({pool.submit(one, batch[i]): batch[i] for i in left})
         for future in as_completed(futures):
             action = futures[future]
             try:
@@ -358,12 +389,8 @@ def run_copies(
             except Exception as exc:  # one object's failure is reported, the rest go on
                 failures.append(f"{action.key}: {type(exc).__name__}: {exc}")
                 continue
-            if size is None:
-                continue  # stopped before it began
-            with lock:
-                done_objects += 1
-                done_bytes += size
-            on_progress(done_bytes, total)
+            if size is not None:  # else stopped before it began
+                count(size)
     return done_objects, done_bytes, failures
 
 

@@ -44,6 +44,7 @@ class EarlyMirror:
         self._forward: Progress = lambda done, total: None
         self._result: MirrorResult | None = None
         self._error: BaseException | None = None
+        self.copying = threading.Event()  # the plan is made (or the mirror ended)
         # The clients are made here, before Prefect's import competes for the GIL.
         self.destination: AnyLocation | None = None
         self._thread: threading.Thread | None = None
@@ -66,8 +67,11 @@ class EarlyMirror:
             )
         except BaseException as exc:  # handed to the flow, which raises it in its run
             self._error = exc
+        finally:
+            self.copying.set()
 
     def _record(self, done: int, total: int) -> None:
+        self.copying.set()
         with self._lock:
             self._progress = (done, total)
             forward = self._forward
@@ -101,9 +105,16 @@ class EarlyMirror:
 _SLOT: EarlySlot[EarlyMirror] = EarlySlot()
 
 
-def start(source: str, destination: str, delete: bool) -> None:
-    """Begin mirroring `source` into `destination`, both configured by the environment."""
-    _SLOT.put(EarlyMirror(source, destination, delete))
+def start(source: str, destination: str, delete: bool, head_start: float = 0.0) -> None:
+    """Begin mirroring `source` into `destination`, both configured by the environment.
+
+    head_start: wait up to this long for the plan, so that what the caller does next (the
+    CLI imports Prefect: 2-3 s of CPU under the same GIL) does not slow the listing and
+    hold back the copies, which are mostly the S3 server's work, on another core.
+    """
+    early = EarlyMirror(source, destination, delete)
+    _SLOT.put(early)
+    early.copying.wait(head_start)
 
 
 def adopt(source: str, destination: str, delete: bool) -> EarlyMirror | None:

@@ -50,15 +50,15 @@ def configured_notifiers(env: str | None = None) -> list[NotifierBlock]:
     variables apply: SLACK_WEBHOOK_URL (or SLACK_BOT_TOKEN + SLACK_CHANNEL), TELEGRAM_BOT_TOKEN
     + ADMIN_TELEGRAM_IDS.
     """
-    from blocks.base import load_named
-    from blocks.notifiers import SlackNotifier, TelegramNotifier
-
     if env:
         from blocks.environment import Environment
 
         return Environment.resolve(env).notifiers()
     if not any(os.environ.get(v) for v in NOTIFIER_VARIABLES):
         return []  # spares every command the notifiers' imports
+    from blocks.base import load_named
+    from blocks.notifiers import SlackNotifier, TelegramNotifier
+
     found: list[NotifierBlock] = []
     for cls, variable in (
         (SlackNotifier, "SLIPWAY_SLACK_BLOCK"),

@@ -13,7 +13,8 @@ import mimetypes
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from blocks.errors import SlipwayError
 from blocks.settings import StorageSettings
 from tasks.object_storage import UPLOAD_CONFIG, storage_error
-from tasks.server_side_copy import copier_for
+from tasks.server_side_copy import CopyJob, copier_for
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -210,6 +211,27 @@ class S3Location:
             )
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(exc) from exc
+
+    def copy_many_from(
+        self,
+        other: S3Location,
+        keys: Sequence[str],
+        on_copied: Callable[[int], None],
+        stop: threading.Event | None = None,
+    ) -> list[int]:
+        """First attempts of many same-endpoint copies that keep their metadata, in one batch.
+
+        Returns the indexes of the keys not copied, for `copy_from` to retry or report.
+        """
+        if self._copier is None:
+            return list(range(len(keys)))
+        jobs = [
+            CopyJob(
+                other.settings.bucket, other.full_key(k), self.settings.bucket, self.full_key(k)
+            )
+            for k in keys
+        ]
+        return self._copier.copy_many(jobs, on_copied, stop)
 
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):

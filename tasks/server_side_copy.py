@@ -9,6 +9,10 @@ the calling thread's own: about 1 ms of CPU per copy, against 1.8 ms through bot
 urllib3 session and 3 ms through boto3 (3,000 copies from 32 threads, measured by hand).
 It is used for that one request only, on endpoints addressed by path (MinIO and other
 servers given by URL) and reached without a proxy; everything else goes through boto3.
+
+A mirror's many copies go out in one batch (`copy_many`) on awscrt's HTTP client: signing
+and I/O in C on its event loop, with no thread per request, at about 0.35 ms of CPU per
+copy. A copy the batch does not finish is retried by `copy`, which also words the errors.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import random
 import ssl
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 from xml.etree import ElementTree
 
@@ -33,12 +38,24 @@ from blocks.errors import SlipwayError
 from blocks.settings import StorageSettings
 from tasks.object_storage import storage_error
 
+if TYPE_CHECKING:
+    from awscrt.auth import AwsSigningConfig
+    from awscrt.http import HttpClientConnection, HttpRequest
+
 ATTEMPTS = 5  # as boto3's standard retry mode
 CONNECT_TIMEOUT, READ_TIMEOUT = 10, 120  # boto3's defaults are 60/60; a big copy takes time
 RETRYABLE = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout", "Throttling"}
 # What botocore percent-encodes neither in a key's path nor in x-amz-copy-source.
 PATH_SAFE = "/~"
 COPY_SOURCE_SAFE = "-._~/"
+BATCH_CONNECTIONS = 32  # copies in flight in one batch, each on a connection of its own
+
+
+class CopyJob(NamedTuple):
+    src_bucket: str
+    src_key: str
+    dst_bucket: str
+    dst_key: str
 
 
 class PathStyleCopier:
@@ -61,8 +78,7 @@ class PathStyleCopier:
 
     def copy(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> None:
         """Copy one object with its metadata; raises a one-line SlipwayError if S3 refuses."""
-        path = f"{self._base_path}/{dst_bucket}/{percent_encode(dst_key, safe=PATH_SAFE)}"
-        source = percent_encode(f"{src_bucket}/{src_key}", safe=COPY_SOURCE_SAFE)
+        path, source = self._target(CopyJob(src_bucket, src_key, dst_bucket, dst_key))
         for attempt in range(1, ATTEMPTS + 1):
             request = AWSRequest(
                 "PUT",
@@ -94,6 +110,48 @@ class PathStyleCopier:
                     raise storage_error(error, self._settings) from None
             time.sleep(min(2.0, 0.05 * 2**attempt) * random.random())  # noqa: S311 - jitter
         raise AssertionError("unreachable")
+
+    def copy_many(
+        self,
+        jobs: Sequence[CopyJob],
+        on_copied: Callable[[int], None],
+        stop: threading.Event | None = None,
+    ) -> list[int]:
+        """First attempts of many copies; `on_copied(i)` for each one done, from awscrt's thread.
+
+        Returns the indexes of the jobs not done: refused, failed, timed out, or not begun
+        because `stop` was set. `copy` retries the first kinds and words their errors.
+        Plain-HTTP endpoints only: over TLS every job is returned, for `copy` to do.
+        """
+        if self._tls or not jobs:
+            return list(range(len(jobs)))
+        return _Batch(self, jobs, on_copied, stop).run()
+
+    def _target(self, job: CopyJob) -> tuple[str, str]:
+        """The request's path and its x-amz-copy-source header."""
+        key = percent_encode(job.dst_key, safe=PATH_SAFE)
+        source = percent_encode(f"{job.src_bucket}/{job.src_key}", safe=COPY_SOURCE_SAFE)
+        return f"{self._base_path}/{job.dst_bucket}/{key}", source
+
+    def _signing_config(self) -> AwsSigningConfig:
+        """SigV4 for S3 as botocore signs it, with this copier's (refreshed) credentials."""
+        from awscrt import auth
+
+        def credentials() -> auth.AwsCredentials:
+            frozen = self._frozen_credentials()
+            return auth.AwsCredentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+        return auth.AwsSigningConfig(
+            algorithm=auth.AwsSigningAlgorithm.V4,
+            signature_type=auth.AwsSignatureType.HTTP_REQUEST_HEADERS,
+            credentials_provider=auth.AwsCredentialsProvider.new_delegate(credentials),
+            region=self._region,
+            service="s3",
+            signed_body_value=auth.AwsSignedBodyValue.EMPTY_SHA256,
+            signed_body_header_type=auth.AwsSignedBodyHeaderType.X_AMZ_CONTENT_SHA_256,
+            use_double_uri_encode=False,  # S3 signs the path as sent
+            should_normalize_uri_path=False,
+        )
 
     def _send(self, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
         conn = self._connection()
@@ -143,6 +201,131 @@ class PathStyleCopier:
                 except SlipwayError:
                     raise storage_error(NoCredentialsError(), self._settings) from None
         return self._credentials.get_frozen_credentials()
+
+
+class _Batch:
+    """One `copy_many`: each connection takes the next job when its last one is done."""
+
+    def __init__(
+        self,
+        copier: PathStyleCopier,
+        jobs: Sequence[CopyJob],
+        on_copied: Callable[[int], None],
+        stop: threading.Event | None,
+    ) -> None:
+        from awscrt.http import HttpHeaders, HttpRequest
+
+        self._copier = copier
+        self._jobs = jobs
+        self._on_copied = on_copied
+        self._stop = stop
+        self._config = copier._signing_config()
+        self._lock = threading.Lock()
+        self._next = 0  # the first job not yet begun
+        self._failed: list[int] = []
+        self._busy: dict[HttpClientConnection, float] = {}  # when its request began
+        self._open = 0  # connections still taking jobs
+        self._ended = threading.Event()
+
+        def request(job: CopyJob) -> HttpRequest:
+            path, source = copier._target(job)
+            headers = [("host", copier._host), ("x-amz-copy-source", source)]
+            return HttpRequest("PUT", path, HttpHeaders([*headers, ("content-length", "0")]))
+
+        self._request = request
+
+    def run(self) -> list[int]:
+        from awscrt.http import HttpClientConnection
+        from awscrt.io import SocketOptions
+
+        url = urlsplit(self._copier._origin)
+        options = SocketOptions()
+        options.connect_timeout_ms = CONNECT_TIMEOUT * 1000
+        self._open = min(BATCH_CONNECTIONS, len(self._jobs))
+        for _ in range(self._open):
+            connecting = HttpClientConnection.new(
+                url.hostname or "", url.port or 80, socket_options=options
+            )
+            connecting.add_done_callback(self._connected)
+        # awscrt has no read timeout: a request that takes too long loses its connection.
+        while not self._ended.wait(1.0):
+            now = time.monotonic()
+            with self._lock:
+                late = [c for c, began in self._busy.items() if now - began > READ_TIMEOUT]
+            for connection in late:
+                connection.close()
+        return sorted(self._failed + list(range(self._next, len(self._jobs))))
+
+    def _connected(self, connecting: Any) -> None:
+        if connecting.exception() is not None:
+            self._close_lane()
+        else:
+            self._take(connecting.result())
+
+    def _take(self, connection: HttpClientConnection) -> None:
+        from awscrt.auth import aws_sign_request
+
+        with self._lock:
+            stopped = self._stop is not None and self._stop.is_set()
+            if stopped or self._next == len(self._jobs) or not connection.is_open():
+                index = None
+            else:
+                index, self._next = self._next, self._next + 1
+                self._busy[connection] = time.monotonic()
+        if index is None:
+            connection.close()
+            self._close_lane()
+            return
+        try:
+            request = self._request(self._jobs[index])
+            signing = aws_sign_request(request, self._config)
+        except Exception:  # whatever it is, `copy` meets it again and words it
+            self._done(connection, index, False)
+            return
+        signing.add_done_callback(lambda signed: self._send(connection, index, request, signed))
+
+    def _send(
+        self, connection: HttpClientConnection, index: int, request: Any, signed: Any
+    ) -> None:
+        if signed.exception() is not None:  # no credentials: `copy` says so
+            self._done(connection, index, False)
+            return
+        status: list[int] = []
+        body = bytearray()
+        try:
+            stream = connection.request(
+                request,
+                lambda http_stream, status_code, headers, **_: status.append(status_code),
+                lambda http_stream, chunk, **_: body.extend(chunk),
+            )
+            stream.activate()
+        except Exception:  # the connection closed under it
+            self._done(connection, index, False)
+            return
+
+        def completed(sent: Any) -> None:
+            # S3 may answer 200 and still fail the copy, with an error in the body.
+            ok = sent.exception() is None and status == [200] and b"<CopyObjectResult" in body
+            self._done(connection, index, ok)
+
+        stream.completion_future.add_done_callback(completed)
+
+    def _done(self, connection: HttpClientConnection, index: int, ok: bool) -> None:
+        with self._lock:
+            self._busy.pop(connection, None)
+            if not ok:
+                self._failed.append(index)
+        try:
+            if ok:
+                self._on_copied(index)
+        finally:
+            self._take(connection)
+
+    def _close_lane(self) -> None:
+        with self._lock:
+            self._open -= 1
+            if self._open == 0:
+                self._ended.set()
 
 
 def _error(body: bytes) -> tuple[str, str]:

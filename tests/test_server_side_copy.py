@@ -10,8 +10,9 @@ import pytest
 from pydantic import SecretStr
 
 from blocks.errors import SlipwayError
+from tasks import server_side_copy
 from tasks.object_locations import S3Location
-from tasks.server_side_copy import PathStyleCopier
+from tasks.server_side_copy import CopyJob, PathStyleCopier
 from tests.harness.s3 import S3Info
 from tests.s3_fault_proxy import fault_proxy
 
@@ -143,3 +144,110 @@ def test_an_unreachable_endpoint_is_one_line(s3: S3Info) -> None:
     nowhere = s3.storage("any").model_copy(update={"endpoint_url": f"http://127.0.0.1:{port}"})
     with pytest.raises(SlipwayError, match="cannot reach the S3 endpoint"):
         PathStyleCopier(nowhere).copy("any", "a", "any", "b")
+
+
+# The batch: first attempts on awscrt's client; what it does not finish, it hands back.
+
+
+def batch_source(s3: S3Info, count: int) -> tuple[str, list[CopyJob], dict[str, bytes]]:
+    """A source bucket with KEYS and `count` numbered objects, and the jobs copying them."""
+    src, dst = buckets(s3)
+    bodies = {key: key.encode() * 3 for key in KEYS}
+    bodies.update({f"n/{i}.bin": secrets.token_bytes(100 + i) for i in range(count)})
+    client = s3.client()
+    for key, body in bodies.items():
+        client.put_object(
+            Bucket=src, Key=key, Body=body, ContentType="text/x-a", Metadata={"k": "v"}
+        )
+    return dst, [CopyJob(src, key, dst, f"copy/{key}") for key in bodies], bodies
+
+
+def copied(s3: S3Info, dst: str) -> dict[str, bytes]:
+    client = s3.client()
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=dst, Prefix="copy/")
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    return {k[5:]: client.get_object(Bucket=dst, Key=k)["Body"].read() for k in keys}
+
+
+def test_a_batch_copies_awkward_keys_as_single_copies_do(s3: S3Info) -> None:
+    dst, jobs, bodies = batch_source(s3, 60)
+    done: list[int] = []
+    left = PathStyleCopier(s3.storage(dst)).copy_many(jobs, done.append)
+    assert left == []
+    assert sorted(done) == list(range(len(jobs)))
+    assert copied(s3, dst) == bodies
+    for key in KEYS:
+        got = s3.client().head_object(Bucket=dst, Key=f"copy/{key}")
+        assert got["ContentType"] == "text/x-a"
+        assert got["Metadata"] == {"k": "v"}
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        (503, "SlowDown", "Please reduce your request rate."),
+        (200, "InternalError", "A 200 answer can still carry an error."),
+    ],
+)
+def test_a_batch_hands_back_what_failed(s3: S3Info, error: tuple[int, str, str]) -> None:
+    dst, jobs, bodies = batch_source(s3, 30)
+
+    def sevens(method: str, path: str) -> bool:
+        return method == "PUT" and "7.bin" in path
+
+    done: list[int] = []
+    with fault_proxy(s3.endpoint_url, sevens, error) as proxy:
+        copier = PathStyleCopier(s3.storage(dst).model_copy(update={"endpoint_url": proxy}))
+        left = copier.copy_many(jobs, done.append)
+    failed = [i for i, job in enumerate(jobs) if job.src_key.endswith("7.bin")]
+    assert failed  # n/7.bin, n/17.bin, n/27.bin
+    assert left == failed
+    assert sorted(done + left) == list(range(len(jobs)))
+    assert copied(s3, dst) == {k: b for k, b in bodies.items() if not k.endswith("7.bin")}
+
+
+def test_a_copy_that_hangs_loses_its_connection_and_is_handed_back(
+    s3: S3Info, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_side_copy, "READ_TIMEOUT", 3)  # others take far less
+    dst, jobs, _ = batch_source(s3, 10)
+    release = threading.Event()
+
+    def hang_on_3(method: str, path: str) -> bool:
+        if method == "PUT" and path.endswith("/3.bin"):
+            release.wait(30)  # the server never answers in time
+        return False
+
+    done: list[int] = []
+    with fault_proxy(s3.endpoint_url, hang_on_3) as proxy:
+        copier = PathStyleCopier(s3.storage(dst).model_copy(update={"endpoint_url": proxy}))
+        left = copier.copy_many(jobs, done.append)
+        release.set()
+    assert [jobs[i].src_key for i in left] == ["n/3.bin"]
+    assert sorted(done + left) == list(range(len(jobs)))
+
+
+def test_a_stopped_batch_begins_nothing_more(s3: S3Info) -> None:
+    dst, jobs, bodies = batch_source(s3, 200)
+    stop = threading.Event()
+    done: list[int] = []
+
+    def on_copied(index: int) -> None:
+        done.append(index)
+        stop.set()
+
+    left = PathStyleCopier(s3.storage(dst)).copy_many(jobs, on_copied, stop)
+    assert left  # stopped before the last
+    assert sorted(done + left) == list(range(len(jobs)))
+    # What was copied is exactly what was reported: the copies under way finished.
+    assert copied(s3, dst) == {jobs[i].src_key: bodies[jobs[i].src_key] for i in done}
+
+
+def test_a_batch_without_a_server_or_over_tls_hands_everything_back(s3: S3Info) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    jobs = [CopyJob("any", f"{i}", "any", f"b{i}") for i in range(40)]
+    for url in (f"http://127.0.0.1:{port}", f"https://127.0.0.1:{port}"):
+        nowhere = s3.storage("any").model_copy(update={"endpoint_url": url})
+        assert PathStyleCopier(nowhere).copy_many(jobs, lambda i: None) == list(range(40))
