@@ -67,7 +67,8 @@ def _answers(url: str) -> bool:
     """Whether the API's /health answers (401/403 too: credentials are Prefect's to check).
 
     With the standard library, not httpx: its import would delay the mirror's early copies.
-    A certificate this probe cannot verify is Prefect's to judge, with its own TLS settings.
+    A certificate this probe cannot verify is Prefect's to judge, with its TLS settings
+    (PREFECT_API_SSL_CERT_FILE and the like).
     """
     import http.client
     import ssl
@@ -83,7 +84,7 @@ def _answers(url: str) -> bool:
     except urllib.error.HTTPError as exc:
         status = exc.code
     except urllib.error.URLError as exc:
-        return isinstance(exc.reason, ssl.SSLError)
+        return isinstance(exc.reason, ssl.SSLCertVerificationError)
     except (OSError, http.client.HTTPException, ValueError):
         return False
     return status != 404 and status < 500

@@ -53,6 +53,7 @@ class EarlyMirror:
             self.destination = parse_location(destination, "AWS_")
         except Exception as exc:  # a malformed URL: handed to the flow, which raises it
             self._error = exc
+            self.copying.set()
             return
         self._thread = threading.Thread(
             target=self._run, args=(src, delete), name="early-mirror", daemon=True

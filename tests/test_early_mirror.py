@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 
@@ -36,9 +37,12 @@ def test_the_same_mirror_adopts_the_early_one_and_gets_all_of_it(
     s3: S3Info, s3b: S3Info, stores: tuple[str, str]
 ) -> None:
     src, dst = stores
-    early_mirror.start(f"s3://{src}", f"s3://{dst}/m", delete=False)
+    began = time.monotonic()
+    early_mirror.start(f"s3://{src}", f"s3://{dst}/m", delete=False, head_start=60)
+    assert time.monotonic() - began < 30  # it waited for the plan, not for the head start
     early = early_mirror.adopt(f"s3://{src}", f"s3://{dst}/m", delete=False)
     assert early is not None
+    assert early.copying.is_set()
     progress: list[tuple[int, int]] = []
     destination, result = early.finish(lambda done, total: progress.append((done, total)))
     assert destination.describe().startswith(f"s3://{dst}/m/")
@@ -79,7 +83,9 @@ def test_a_failing_early_mirror_fails_its_adopter_in_one_line(
     source: str, expected: str, s3b: S3Info, stores: tuple[str, str]
 ) -> None:
     _, dst = stores
-    early_mirror.start(source, f"s3://{dst}/m", delete=False)
+    began = time.monotonic()
+    early_mirror.start(source, f"s3://{dst}/m", delete=False, head_start=60)
+    assert time.monotonic() - began < 30  # a failure ends the wait too
     early = early_mirror.adopt(source, f"s3://{dst}/m", delete=False)
     assert early is not None
     with pytest.raises(SlipwayError, match=expected):
