@@ -36,14 +36,24 @@ RELEASES = [
 ]
 
 
+RELEASE_FAULTS = "faults/test_release_"  # the fault suite's release-side files
+
+
 def groups() -> dict[str, list[str]]:
-    """Every test file in exactly one group: releases as listed, backups the rest."""
-    files = sorted(p.name for p in TESTS.glob("test_*.py"))
+    """Every test file in exactly one group: releases as listed, backups the rest.
+
+    The fault suite (`tests/faults/`) goes by name: `test_release_*.py` with the releases.
+    """
+    files = sorted(
+        str(p.relative_to(TESTS))
+        for p in [*TESTS.glob("test_*.py"), *TESTS.glob("faults/test_*.py")]
+    )
     missing = [f for f in RELEASES if f not in files]
     if missing:
         raise SystemExit(f"run_groups: no such test files: {', '.join(missing)}")
-    backups = [f for f in files if f not in RELEASES]
-    return {"releases": RELEASES, "backups": backups}
+    releases = [*RELEASES, *(f for f in files if f.startswith(RELEASE_FAULTS))]
+    backups = [f for f in files if f not in releases]
+    return {"releases": releases, "backups": backups}
 
 
 def main() -> int:
