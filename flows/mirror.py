@@ -43,6 +43,10 @@ def mirror_report(result: MirrorResult) -> str:
     lines += [f"| {k} | {v} |" for k, v in rows]
     if result.failures:
         lines += ["", "## Failures", "", *[f"- {f}" for f in result.failures[:50]]]
+    if skipped := result.plan.skipped:
+        lines += ["", "## Skipped (not mirrored)", "", *[f"- {a.line()}" for a in skipped[:200]]]
+        if len(skipped) > 200:
+            lines.append(f"- ... and {len(skipped) - 200} more")
     return "\n".join(lines)
 
 
@@ -60,6 +64,9 @@ def mirror_bucket(
     delete: also remove from the destination what the source no longer has (never after
     an incomplete listing or a failed copy). The source's endpoint and keys come from
     source_block or SLIPWAY_SOURCE_*, the destination's from destination_block or AWS_*.
+    What cannot be mirrored (a key no file can have in a local destination; a dangling or
+    directory link in a local source) is skipped with a warning each, everything else is
+    mirrored, and the run then fails naming the first, so no one takes it for complete.
     """
     logger = get_run_logger()
     early = None
@@ -79,11 +86,19 @@ def mirror_bucket(
             result = mirror(src, dst, delete=delete, dry_run=dry_run, on_progress=progress.record)
     if dry_run:
         logger.info("%s", result.plan.render())
+    for skipped in result.plan.skipped:
+        logger.warning("skipped %s", skipped.line())
     create_markdown_artifact(mirror_report(result), key="mirror-report")
     if result.failures:
         raise SlipwayError(
             f"mirror to {dst.describe()}: {len(result.failures)} objects failed, first: "
             f"{result.failures[0]}; nothing was deleted, run it again"
+        )
+    if result.plan.skipped and not dry_run:
+        raise SlipwayError(
+            f"mirror to {dst.describe()}: {len(result.plan.skipped)} source entries were "
+            f"skipped (each is in the run's log), everything else was mirrored; first: "
+            f"{result.plan.skipped[0].line()}"
         )
     summary = result.summary()
     if dry_run:

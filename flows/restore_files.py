@@ -64,6 +64,11 @@ def restore_files(
                     f"restore into {dst.describe()}: {len(failures)} objects failed, first: "
                     f"{failures[0]}; run it again"
                 )
+            if skipped := [a for a in plan.skipped if a.key.startswith(prefix)]:
+                raise SlipwayError(
+                    f"restore into {dst.describe()}: {len(skipped)} objects were skipped, the "
+                    f"others restored; first: {skipped[0].line()}"
+                )
             origin = f"mirror {src.describe()}"
     summary = {
         "source": origin,

@@ -20,6 +20,7 @@ from tasks.bucket_snapshot import (
     snapshot_to_store,
     verify_archive,
 )
+from tasks.endpoint_identity import store_inside
 from tasks.notify import HOOKS
 from tasks.object_locations import S3Location
 from tasks.object_storage import delete_prefix
@@ -49,6 +50,8 @@ def snapshot_report(m: SnapshotManifest) -> str:
             f"ratio {ratio:.2f}) |",
             f"| duration | {m.duration_seconds:.1f} s |",
             f"| sha256 | `{m.archive.sha256}` |",
+            *(["", "## Skipped (not in the snapshot)", ""] if m.skipped else []),
+            *[f"- {line}" for line in m.skipped[:200]],
         ]
     )
 
@@ -69,12 +72,7 @@ def snapshot_bucket(
     src = resolve_location(source, source_block, "SLIPWAY_SOURCE_")
     store = ObjectStorage.resolve(store_block)
     src.check(must_exist=True)
-    if (
-        isinstance(src, S3Location)
-        and src.settings.same_endpoint(store)
-        and src.settings.bucket == store.bucket
-        and store.key("buckets").startswith(src.root)
-    ):
+    if isinstance(src, S3Location) and store_inside(src, store):
         raise SlipwayError(
             f"the backup store {store.url()} lies inside {src.describe()}: snapshot a prefix "
             "outside it, or keep backups in another bucket"
@@ -85,6 +83,14 @@ def snapshot_bucket(
             src, store, name, new_backup_id(), level=level, on_progress=progress.record
         )
     create_markdown_artifact(snapshot_report(manifest), key="snapshot-report")
+    if manifest.skipped:
+        logger = get_run_logger()
+        for line in manifest.skipped:
+            logger.warning("skipped %s", line)
+        raise SlipwayError(
+            f"snapshot {name}@{manifest.id} was written without {len(manifest.skipped)} "
+            f"source entries; first: {manifest.skipped[0]}"
+        )
     return manifest.model_dump(mode="json", exclude={"objects"})
 
 

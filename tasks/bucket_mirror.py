@@ -7,8 +7,6 @@ Slipway recorded in the destination's metadata when it copied the object decides
 
 from __future__ import annotations
 
-import hashlib
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -17,33 +15,31 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from blocks.errors import SlipwayError
+from tasks.endpoint_identity import overlaps
+from tasks.local_files import key_problem
+from tasks.object_copy import copy_one, request_only
 from tasks.object_locations import (
     SHA256,
-    SMALL_OBJECT,
     SOURCE_ETAG,
     AnyLocation,
     LocalLocation,
     ObjectInfo,
-    ObjectMeta,
     S3Location,
-    md5_etag,
-    overlaps,
 )
-from tasks.object_storage import HashingReader
 
 WORKERS = 32
-# Streamed copies of large objects hold up to 4 parts of 8 MiB each in memory.
-LARGE_STREAMS = threading.BoundedSemaphore(2)
-MAX_COPY_OBJECT = 5 * 1024**3  # S3's limit for a single CopyObject
 
 
 @dataclass(frozen=True)
 class Action:
-    kind: Literal["copy", "delete"]
+    kind: Literal["copy", "delete", "skip"]
     key: str
     size: int
     reason: str
     etag: str = ""  # as listed: a plain MD5 ETag lets a same-endpoint copy skip its HEAD
+
+    def line(self) -> str:
+        return f"{self.key!r}: {self.reason}"
 
 
 @dataclass
@@ -56,6 +52,7 @@ class MirrorPlan:
     compared: int = 0  # objects present on both sides
     source_objects: int = 0
     destination_objects: int = 0
+    skipped: list[Action] = field(default_factory=list)  # cannot be mirrored: reported
 
     @property
     def copy_bytes(self) -> int:
@@ -66,8 +63,9 @@ class MirrorPlan:
             f"mirror {self.source} -> {self.destination}: {len(self.copy)} to copy "
             f"({self.copy_bytes / 1048576:,.1f} MiB), {len(self.delete)} to delete, "
             f"{self.unchanged} unchanged"
+            + (f", {len(self.skipped)} skipped" if self.skipped else "")
         ]
-        actions = [*self.copy, *self.delete]
+        actions = [*self.skipped, *self.copy, *self.delete]
         lines += [f"{a.kind:6} {a.key}  ({a.reason})" for a in actions[:limit]]
         if len(actions) > limit:
             lines.append(f"... and {len(actions) - limit} more")
@@ -97,6 +95,7 @@ class MirrorResult:
             "to_copy": len(p.copy),
             "to_delete": len(p.delete),
             "unchanged": p.unchanged,
+            "skipped": [a.line() for a in p.skipped[:20]],
             "copied": self.copied,
             "copied_bytes": self.copied_bytes,
             "deleted": self.deleted,
@@ -161,12 +160,21 @@ def plan_mirror(src: AnyLocation, dst: AnyLocation, delete: bool) -> tuple[Mirro
         source_objects=len(src_objects),
         destination_objects=len(dst_objects),
     )
-    existing = {o.key: o for o in dst_objects}
+    # What is no file in a local destination (a link, a pipe) is neither compared nor deleted.
+    existing = {o.key: o for o in dst_objects if not o.problem}
     undecided: list[ObjectInfo] = []
     for s in src_objects:
-        if s.key.endswith("/") and isinstance(dst, LocalLocation):
-            plan.unchanged += 1  # a folder marker: a directory holds it, no file to copy
+        if s.problem:
+            plan.skipped.append(Action("skip", s.key, s.size, s.problem))
             continue
+        if isinstance(dst, LocalLocation):
+            if why := key_problem(s.key, s.size):
+                reason = f"cannot be a file under {dst.describe()}: it {why}"
+                plan.skipped.append(Action("skip", s.key, s.size, reason))
+                continue
+            if s.key.endswith("/"):
+                plan.unchanged += 1  # an empty folder marker: a directory holds it
+                continue
         d = existing.get(s.key)
         if d is None:
             plan.copy.append(Action("copy", s.key, s.size, "new", s.etag))
@@ -193,8 +201,11 @@ def plan_mirror(src: AnyLocation, dst: AnyLocation, delete: bool) -> tuple[Mirro
                     plan.copy.append(Action("copy", s.key, s.size, "content changed", s.etag))
     if delete:
         gone = {o.key for o in src_objects}
+        # A skipped source entry still counts as present: its earlier copy is kept.
         plan.delete = [
-            Action("delete", d.key, d.size, "gone") for d in dst_objects if d.key not in gone
+            Action("delete", d.key, d.size, "gone")
+            for d in dst_objects
+            if d.key not in gone and not d.problem
         ]
         if plan.delete and not src_objects:
             raise SlipwayError(
@@ -202,128 +213,6 @@ def plan_mirror(src: AnyLocation, dst: AnyLocation, delete: bool) -> tuple[Mirro
                 f"{dst.describe()}; check the source URL, or delete by hand"
             )
     return plan, time.monotonic() - started
-
-
-def _check(data: bytes, info: ObjectInfo, meta: ObjectMeta, key: str, where: str) -> None:
-    """The bytes read are the ones the source described (size, MD5 ETag or our sha256)."""
-    problem = None
-    if len(data) != info.size:
-        problem = f"{len(data)} bytes read, {info.size} expected"
-    elif info.etag and not info.multipart and md5_etag(data) != info.etag:
-        problem = "MD5 does not match the ETag"
-    elif (want := meta.metadata.get(SHA256)) and hashlib.sha256(data).hexdigest() != want:
-        problem = "sha256 does not match the recorded checksum"
-    if problem:
-        raise SlipwayError(f"{key!r} from {where} is damaged or changed while read: {problem}")
-
-
-def _sha256_of(src: AnyLocation, key: str) -> str:
-    stream, _, _ = src.read(key)
-    digest = hashlib.sha256()
-    with stream:
-        while chunk := stream.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def copy_one(
-    src: AnyLocation,
-    dst: AnyLocation,
-    key: str,
-    *,
-    stamp: bool = True,
-    listed: ObjectInfo | None = None,
-) -> int:
-    """Copy one object, verified on the way; returns its size.
-
-    stamp: record the source's ETag and the sha256 in the copy's metadata (a mirror);
-    without it the copy gets exactly the source's user metadata (a restore).
-    listed: the source object as listed, if known.
-    """
-    if (
-        isinstance(src, S3Location)
-        and isinstance(dst, S3Location)
-        and src.settings.same_endpoint(dst.settings)
-    ):
-        return _server_side_copy(src, dst, key, stamp, listed)
-    stream, meta, info = src.read(key)
-    with stream:
-        metadata = dict(meta.metadata) if stamp else meta.user_metadata()
-        if info.size < SMALL_OBJECT:
-            data = stream.read()
-            _check(data, info, meta, key, src.describe())
-            if stamp:
-                if info.etag:
-                    metadata[SOURCE_ETAG] = info.etag
-                metadata[SHA256] = hashlib.sha256(data).hexdigest()
-            dst.write(key, data, ObjectMeta(meta.headers, metadata), info.size)
-        else:
-            with LARGE_STREAMS:  # each buffers its parts in memory
-                # Metadata goes with the first request of a multi-part upload, before the bytes
-                # are seen: a recorded checksum, or one pass to compute it, comes first.
-                want = meta.metadata.get(SHA256) or (
-                    _sha256_of(src, key) if stamp and isinstance(dst, S3Location) else None
-                )
-                if stamp:
-                    if info.etag:
-                        metadata[SOURCE_ETAG] = info.etag
-                    if want:
-                        metadata[SHA256] = want
-
-                def verify() -> None:
-                    if reader.size != info.size or (want and reader.sha256.hexdigest() != want):
-                        raise SlipwayError(
-                            f"{key!r} from {src.describe()} is damaged or changed while copied; "
-                            "run the mirror again"
-                        )
-
-                # Checked before the upload completes: a mismatch aborts it.
-                reader = HashingReader(stream, on_end=verify)
-                dst.write(key, reader, ObjectMeta(meta.headers, metadata), info.size)  # type: ignore[arg-type]
-    if isinstance(dst, LocalLocation) and info.modified is not None:
-        # A multi-part ETag is no content hash: the next run compares times instead.
-        ts = info.modified.timestamp()
-        os.utime(dst.path(key), (ts, ts))
-    return info.size
-
-
-def _request_only(stamp: bool, listed: ObjectInfo | None) -> bool:
-    """Whether a same-endpoint copy is the bare request: same bytes, same single-part ETag,
-    same metadata, so nothing to add and no HEAD needed. (S3 refuses single copies above
-    5 GiB; such objects have multi-part ETags anyway.)"""
-    return bool(stamp and listed and listed.etag and not listed.multipart)
-
-
-def _server_side_copy(
-    src: S3Location, dst: S3Location, key: str, stamp: bool, listed: ObjectInfo | None
-) -> int:
-    if _request_only(stamp, listed):
-        assert listed is not None
-        dst.copy_from(src, key, key, None)
-        return listed.size
-    head = src.head(key)
-    if head is None:
-        raise SlipwayError(f"{key!r} disappeared from {src.describe()} during the mirror")
-    meta, info = head
-    needs_meta = info.multipart or info.size > MAX_COPY_OBJECT or not stamp
-    if not needs_meta:
-        dst.copy_from(src, key, key, None)  # same bytes, same single-part ETag, same metadata
-        return info.size
-    metadata = dict(meta.metadata) if stamp else meta.user_metadata()
-    if stamp:
-        metadata[SOURCE_ETAG] = info.etag
-    new_meta = ObjectMeta(meta.headers, metadata)
-    if info.size <= MAX_COPY_OBJECT:
-        dst.copy_from(src, key, key, new_meta)
-    else:
-        dst.client.copy(
-            {"Bucket": src.settings.bucket, "Key": src.full_key(key)},
-            dst.settings.bucket,
-            dst.full_key(key),
-            ExtraArgs={"MetadataDirective": "REPLACE", **new_meta.headers, "Metadata": metadata},
-            SourceClient=src.client,
-        )
-    return info.size
 
 
 def run_copies(
@@ -369,7 +258,7 @@ def run_copies(
         and isinstance(dst, S3Location)
         and src.settings.same_endpoint(dst.settings)
     ):
-        batch = [a for a in todo if _request_only(stamp, ObjectInfo(a.key, a.size, a.etag))]
+        batch = [a for a in todo if request_only(stamp, ObjectInfo(a.key, a.size, a.etag))]
     in_batch = {id(a) for a in batch}
     with ThreadPoolExecutor(WORKERS) as pool:
         futures = {pool.submit(one, a): a for a in todo if id(a) not in in_batch}

@@ -38,7 +38,14 @@ from tasks.backup_catalog import (
     utcnow,
     write_json,
 )
-from tasks.object_locations import SMALL_OBJECT, AnyLocation, ObjectInfo, ObjectMeta
+from tasks.local_files import key_problem
+from tasks.object_locations import (
+    SMALL_OBJECT,
+    AnyLocation,
+    LocalLocation,
+    ObjectInfo,
+    ObjectMeta,
+)
 from tasks.object_storage import HashingReader, iter_object, storage_error, upload_stream
 from tasks.pg_backup import PipeReader
 
@@ -73,6 +80,8 @@ class SnapshotManifest(BaseModel):
     object_count: int
     object_bytes: int
     objects: list[SnapshotObject]
+    # "'key': why" for each source entry left out (a dangling or directory link, a pipe...)
+    skipped: list[str] = Field(default_factory=list)
 
     @property
     def created_at(self) -> datetime:
@@ -206,7 +215,9 @@ def snapshot_to_store(
 ) -> SnapshotManifest:
     """Stream every object of `src` into one archive in the store, then its manifest."""
     started_at, t0 = utcnow(), time.monotonic()
-    objects = list(src.iter_objects())  # complete listing first: a failure raises here
+    listed = list(src.iter_objects())  # complete listing first: a failure raises here
+    objects = [o for o in listed if not o.problem]
+    skipped = [f"{o.key!r}: {o.problem}" for o in listed if o.problem]
     total = sum(o.size for o in objects)
     entries: list[SnapshotObject] = []
     done = [0]
@@ -256,6 +267,7 @@ def snapshot_to_store(
         object_count=len(entries),
         object_bytes=sum(e.size for e in entries),
         objects=entries,
+        skipped=skipped,
     )
     # The manifest is written last: from here on, this is a snapshot.
     write_json(client, store, f"{snapshot_folder(store, name, snapshot_id)}/{MANIFEST}", manifest)
@@ -290,6 +302,12 @@ def restore_snapshot(
     """
     verify_archive(store, manifest)
     wanted = {o.key: o for o in manifest.objects if o.key.startswith(prefix)}
+    unfit: list[str] = []
+    if isinstance(dst, LocalLocation):
+        for key, obj in list(wanted.items()):
+            if why := key_problem(key, obj.size):
+                unfit.append(f"{key!r} cannot be a file under {dst.describe()}: it {why}")
+                del wanted[key]
     total = sum(o.size for o in wanted.values())
     done_objects = done_bytes = 0
     client = store.client()
@@ -333,6 +351,11 @@ def restore_snapshot(
         raise SlipwayError(
             f"snapshot {manifest.id}: {len(wanted) - done_objects} objects of the manifest are "
             "missing from the archive; the others were restored"
+        )
+    if unfit:
+        raise SlipwayError(
+            f"snapshot {manifest.id}: {len(unfit)} objects were skipped, the others restored; "
+            f"first: {unfit[0]}"
         )
     return done_objects, done_bytes
 

@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from blocks.errors import SlipwayError
 from blocks.settings import StorageSettings
+from tasks.local_files import TMP_PREFIX, key_problem, walk
 from tasks.object_storage import UPLOAD_CONFIG, storage_error
 from tasks.server_side_copy import CopyJob, copier_for
 
@@ -56,6 +57,7 @@ class ObjectInfo:
     size: int
     etag: str = ""  # S3 ETag without quotes; "" for local files
     modified: datetime | None = None
+    problem: str = ""  # why this entry of a local directory cannot be mirrored (then skipped)
 
     @property
     def multipart(self) -> bool:
@@ -259,9 +261,12 @@ class LocalLocation:
     def describe(self) -> str:
         return str(self.root)
 
-    def path(self, key: str) -> Path:
+    def path(self, key: str, size: int = 0) -> Path:
+        """The file for `key`; refused when the key cannot be one, or leads out of the root."""
+        if why := key_problem(key, size):
+            raise SlipwayError(f"key {key!r} cannot be a file under {self.root}: it {why}")
         path = self.root.joinpath(*key.split("/"))
-        if ".." in key.split("/") or not path.resolve().is_relative_to(self.root.resolve()):
+        if not path.resolve().is_relative_to(self.root.resolve()):
             raise SlipwayError(f"key {key!r} would leave {self.root}: refusing it")
         return path
 
@@ -272,19 +277,16 @@ class LocalLocation:
             raise SlipwayError(f"directory {self.root} does not exist: check the path")
 
     def iter_objects(self) -> Iterator[ObjectInfo]:
+        """Every file below the root; links and special files that are none come with the
+        `problem` that keeps them from being mirrored."""
         if not self.root.exists():
             return
-        try:
-            for dirpath, _dirs, files in os.walk(self.root):
-                for name in files:
-                    if name.startswith(".slipway-tmp-"):
-                        continue
-                    path = Path(dirpath, name)
-                    st = path.stat()
-                    key = path.relative_to(self.root).as_posix()
-                    yield ObjectInfo(key, st.st_size, "", datetime.fromtimestamp(st.st_mtime, UTC))
-        except OSError as exc:
-            raise SlipwayError(f"listing {self.root} failed: {exc}") from exc
+        for key, entry in walk(self.root):
+            if isinstance(entry, str):
+                yield ObjectInfo(key, 0, problem=entry)
+            else:
+                modified = datetime.fromtimestamp(entry.st_mtime, UTC)
+                yield ObjectInfo(key, entry.st_size, "", modified)
 
     def _meta(self, key: str) -> ObjectMeta:
         content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
@@ -305,14 +307,18 @@ class LocalLocation:
         return self._meta(key), ObjectInfo(key, path.stat().st_size)
 
     def write(self, key: str, source: IO[bytes] | bytes, meta: ObjectMeta, size: int) -> ObjectInfo:
-        """Written beside the final name, then renamed: a reader never sees half a file."""
-        path = self.path(key)
-        if key.endswith("/"):  # an S3 folder marker
+        """Written beside the final name, then renamed: a reader never sees half a file.
+
+        The temporary file is always inside the root: `path` refuses any key whose file
+        would not be below it.
+        """
+        path = self.path(key, size)
+        if key.endswith("/"):  # an empty S3 folder marker
             path.mkdir(parents=True, exist_ok=True)
             return ObjectInfo(key, 0)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".slipway-tmp-", dir=path.parent)
+            fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
             with os.fdopen(fd, "wb") as out:
                 if isinstance(source, bytes):
                     out.write(source)
@@ -350,15 +356,3 @@ def parse_location(
     if "://" in ref:
         raise SlipwayError(f"{ref!r} is neither s3://bucket/prefix nor a local directory")
     return LocalLocation(Path(ref).expanduser())
-
-
-def overlaps(a: AnyLocation, b: AnyLocation) -> bool:
-    """Whether one location lies inside the other (a mirror between them would eat itself)."""
-    if isinstance(a, S3Location) and isinstance(b, S3Location):
-        if not a.settings.same_endpoint(b.settings) or a.settings.bucket != b.settings.bucket:
-            return False
-        return a.root.startswith(b.root) or b.root.startswith(a.root)
-    if isinstance(a, LocalLocation) and isinstance(b, LocalLocation):
-        ra, rb = a.root.resolve(), b.root.resolve()
-        return ra.is_relative_to(rb) or rb.is_relative_to(ra)
-    return False
