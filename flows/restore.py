@@ -2,32 +2,46 @@
 
 from __future__ import annotations
 
-import secrets
+import signal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import TerminationSignal
 
 from blocks.environment import Environment
 from blocks.errors import SlipwayError
+from blocks.input_checks import refuse_url_password
 from blocks.object_storage import ObjectStorage
 from blocks.postgres import PostgresDatabase
 from tasks import early_download
 from tasks import postgres as pg
+from tasks import restore_swap as swap
 from tasks.approval import wait_for_approval
 from tasks.backup_catalog import BackupEntry, find_backup
 from tasks.notify import HOOKS
-from tasks.pg_backup import scratch_dir
 from tasks.pg_restore import restore_from_store
+from tasks.restore_scratch import scratch_dir, sweep_scratch_dirs
 
-MAX_NAME = 63  # PostgreSQL identifier limit
+
+def _reason(exc: BaseException) -> str:
+    """Why a restore stopped, never empty: signals carry no message of their own."""
+    if isinstance(exc, TerminationSignal):
+        return f"stopped by {signal.Signals(exc.signal).name}"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return str(exc) or type(exc).__name__
 
 
-def _side_name(target: str, tag: str) -> str:
-    suffix = f"_slipway_{tag}_{secrets.token_hex(3)}"
-    return target[: MAX_NAME - len(suffix)] + suffix
+def _sweep_leftovers(admin: psycopg.Connection, target: str) -> list[str]:
+    """Remove what killed restores left: side databases of this target, scratch directories."""
+    with swap.target_lock(admin, target):
+        done = swap.sweep_side_databases(admin, target)
+    done += [f"directory {path} removed" for path in sweep_scratch_dirs()]
+    return done
 
 
 @task(cache_policy=NO_CACHE, name="restore-beside-and-swap")
@@ -37,14 +51,14 @@ def restore_and_swap(
     logger = get_run_logger()
     admin = pg.connect(pg.admin_database(target), autocommit=True)
     try:
-        exists = pg.database_exists(admin, target.database)
-        non_empty = exists and pg.database_has_tables(target)
-        if non_empty and not yes:
-            raise SlipwayError(
-                f"target database {target.database!r} is not empty: pass --yes to replace it "
-                "(the current one is kept under another name)"
-            )
-        new = _side_name(target.database, "new")
+        leftovers = _sweep_leftovers(admin, target.database)
+        if leftovers:
+            logger.warning("leftovers of an interrupted restore: %s", "; ".join(leftovers))
+        if pg.database_exists(admin, target.database):
+            swap.refuse_if_not_empty(target, yes)  # checked again at the swap
+        new = swap.side_name(target.database, "new")
+        if not swap.hold_side_name(admin, new):
+            raise SlipwayError(f"database name {new!r} is in use: run the restore again")
         pg.create_database(admin, new)
         try:
             # The schema goes into the new database while the archive downloads; data only
@@ -63,34 +77,23 @@ def restore_and_swap(
                     jobs,
                     early.download if early else None,
                 )
+            previous = swap.swap_in(admin, target, new, yes)
         except BaseException as exc:
             pg.drop_database(admin, new)
-            raise SlipwayError(f"{exc}; target {target.database!r} is unchanged") from exc
-        previous = None
-        if exists:
-            previous = _side_name(target.database, "old")
-            pg.rename_database(admin, target.database, previous)
-            try:
-                pg.rename_database(admin, new, target.database)
-            except BaseException:
-                pg.rename_database(admin, previous, target.database)
-                pg.drop_database(admin, new)
-                raise
-            if not non_empty:
-                pg.drop_database(admin, previous)
-                previous = None
-        else:
-            pg.rename_database(admin, new, target.database)
+            raise SlipwayError(f"{_reason(exc)}; target {target.database!r} is unchanged") from exc
     finally:
         admin.close()
     state = f"database {target.database!r} now holds backup {entry.manifest.id}"
     if previous:
         state += f"; the previous database is kept as {previous!r} (DROP DATABASE it when done)"
+    if leftovers:
+        state += f"; removed leftovers of an interrupted restore: {'; '.join(leftovers)}"
     logger.info(state)
     return {
         "target": target.database,
         "backup": entry.manifest.id,
         "previous": previous,
+        "leftovers_removed": leftovers,
         "state": state,
     }
 
@@ -113,7 +116,8 @@ def restore_database(
             or the block gives it).
         backup: The backup's id, or latest.
         source_database: Whose backups, by database name (default: the target's).
-        yes: Replace a target that holds tables (the old one is kept under another name).
+        yes: Replace a target that holds tables. A replaced target, empty or not, is always
+            kept under another name.
         jobs: Parallel pg_restore jobs.
         target_database_block: PostgresDatabase block of the target, instead of a URL.
         store_block: ObjectStorage block of the backup store (default: SLIPWAY_BACKUP_URL).
@@ -127,6 +131,8 @@ def restore_database(
     if target_database_block:
         target = PostgresDatabase.resolve(target_database_block)
     elif target_database_url:
+        # Flow parameters are stored and shown by Prefect: the password comes another way.
+        refuse_url_password(target_database_url, "target_database_url")
         target = PostgresDatabase.from_url(target_database_url)
     else:
         raise SlipwayError("no restore target: pass --target-database-url or a target block")

@@ -13,15 +13,14 @@ room) is left for the flow to report in its usual one line.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from blocks.settings import StorageSettings
 from tasks.backup_catalog import BackupEntry, find_backup
 from tasks.early_slot import EarlySlot
-from tasks.pg_backup import scratch_dir
 from tasks.pg_restore import ArchiveDownload
+from tasks.restore_scratch import ScratchDir, scratch_dir
 
 
 @dataclass
@@ -30,7 +29,7 @@ class EarlyDownload:
 
     store: StorageSettings
     download: ArchiveDownload
-    scratch: tempfile.TemporaryDirectory[str]
+    scratch: ScratchDir
 
     def matches(self, store: StorageSettings, entry: BackupEntry) -> bool:
         mine = self.download.entry.manifest

@@ -14,6 +14,7 @@ waits 2-3 s for a 1 GiB database's archive and then runs as `pg_restore -j` does
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import subprocess
@@ -28,6 +29,7 @@ from blocks.errors import SlipwayError
 from blocks.settings import PostgresSettings, StorageSettings
 from tasks import postgres as pg
 from tasks.backup_catalog import BackupEntry
+from tasks.child_lifetime import tied_to_parent
 from tasks.pg_backup import hashed_plain_chunks
 
 if TYPE_CHECKING:
@@ -100,12 +102,13 @@ def _pg_restore(
 ) -> subprocess.Popen[bytes]:
     """Start pg_restore; with `source`, its stdin is fed from the growing file.
 
-    The pipe is ours, not Popen's: `communicate()` would close a stdin it owns.
+    The pipe is ours, not Popen's: `communicate()` would close a stdin it owns. The child
+    dies with this process: a killed restore leaves no loader behind.
     """
     read_fd, write_fd = os.pipe() if source else (subprocess.DEVNULL, -1)
     try:
         proc = subprocess.Popen(
-            [str(tool), "--exit-on-error", "-w", f"--dbname={db.database}", *args],
+            tied_to_parent([str(tool), "--exit-on-error", "-w", f"--dbname={db.database}", *args]),
             stdin=read_fd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -139,6 +142,7 @@ class ArchiveDownload:
         self, client: S3Client, store: StorageSettings, entry: BackupEntry, directory: Path
     ) -> None:
         self.entry = entry
+        self.directory = directory
         self.file = GrowingFile(directory / f"{entry.manifest.id}.pgc")
         self._error: BaseException | None = None
         self._cancelled = threading.Event()
@@ -160,10 +164,22 @@ class ArchiveDownload:
                     writes.append(writer.submit(self.file.append, plain))
                 for write in writes:
                     write.result()
+        except OSError as exc:
+            self._error = self._disk_error(exc)
         except BaseException as exc:  # the restore raises it, after its children stopped
             self._error = exc
         finally:
             self.file.finish(ok=self._error is None)
+
+    def _disk_error(self, exc: OSError) -> BaseException:
+        """A full disk, said as such: pg_restore would only see a truncated archive."""
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return exc
+        return SlipwayError(
+            f"the disk is full: {self.directory} ran out of space while downloading backup "
+            f"{self.entry.manifest.id} ({self.entry.manifest.raw_bytes >> 20} MiB decompressed): "
+            "free space there or set TMPDIR to a larger disk"
+        )
 
     def wait(self) -> BaseException | None:
         self._thread.join()
