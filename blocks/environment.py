@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from blocks.base import SlipwayBlock, load_named
 from blocks.errors import ConfigError
+from blocks.input_checks import check_environment_name
 from blocks.rollout import ComposeTargetSettings, HealthCheck
 
 if TYPE_CHECKING:
@@ -134,7 +135,14 @@ class Environment(SlipwayBlock):
     def resolve(cls, block_name: str | None) -> Self:
         if not block_name:
             raise ConfigError("no environment given: pass --env NAME (see `slipway env apply`)")
-        return super().resolve(block_name)
+        return super().resolve(check_environment_name(block_name))
+
+    @property
+    def block_name(self) -> str:
+        """The name this environment was loaded by: what its lock and journal are keyed on."""
+        if not self._block_document_name:
+            raise ConfigError("this environment is not a saved block: save it, then use its name")
+        return self._block_document_name
 
     def database(self) -> PostgresDatabase:
         from blocks.postgres import PostgresDatabase

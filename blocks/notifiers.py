@@ -111,13 +111,24 @@ class Notice(BaseModel):
 def _fit(
     raw: str, limit: int, escape: Callable[[str], str], size: Callable[[str], int] = len
 ) -> str:
-    """`escape(raw)`, cut with an ellipsis so its size is at most `limit` (never mid-entity)."""
+    """`escape(raw)`, its end cut with an ellipsis so its size is at most `limit`.
+
+    The cut is made in the escaped text (cutting the raw text by how much the escaped one
+    is over would drop too much when escaping multiplies its length), and never inside an
+    entity such as `&amp;`: the start of the text is what people need.
+    """
     out = escape(raw)
-    keep = len(raw)
-    while size(out) > limit and keep > 0:
-        keep = max(0, keep - max(1, size(out) - limit + 1))
-        out = escape(raw[:keep]) + "…"
-    return out
+    if size(out) <= limit:
+        return out
+    budget = limit - size("…")
+    keep = min(len(out), max(0, budget))
+    while keep > 0 and size(out[:keep]) > budget:
+        keep -= max(1, (size(out[:keep]) - budget) // 2)
+    head = out[: max(0, keep)]
+    amp = head.rfind("&")
+    if amp > head.rfind(";") and escape("&") != "&":
+        head = head[:amp]  # a cut entity: drop its start
+    return head + "…"
 
 
 def _slack_escape(text: str) -> str:

@@ -7,20 +7,27 @@ Prefect's temporary local API.
 from __future__ import annotations
 
 import atexit
-import contextlib
-import functools
 import json
 import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
 from importlib.metadata import version
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, cast
 
 import typer
 
+from deployments.cli_common import (
+    JsonOpt,
+    VerboseOpt,
+    fail,
+    prefect_api_down,
+    require_prefect_api,
+    run_flow,
+    show,
+)
 from deployments.migrate_cli import migrate_app
+from deployments.release_cli import add_release_commands
 
 app = typer.Typer(
     help="Slipway: release and backup automation as Prefect workflows.",
@@ -36,112 +43,15 @@ app.add_typer(env_app, name="env")
 webhook_app = typer.Typer(help="The git-tag webhook that starts releases.", no_args_is_help=True)
 app.add_typer(webhook_app, name="webhook")
 
-T = TypeVar("T")
-
 # How long `mirror` lets its early listing run alone before Prefect's import competes.
 EARLY_PLAN_WAIT = 3.0
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 DbBlockOpt = Annotated[
     str | None, typer.Option(help="PostgresDatabase block name (default: DATABASE_URL).")
 ]
 StoreBlockOpt = Annotated[
     str | None, typer.Option(help="ObjectStorage block name (default: SLIPWAY_BACKUP_URL).")
 ]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")]
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-def _prefect_api_down() -> str | None:
-    """The configured Prefect API URL when it does not answer, else None."""
-    url = os.environ.get("PREFECT_API_URL")
-    return None if not url or _answers(url) else url
-
-
-@functools.cache
-def _answers(url: str) -> bool:
-    """Whether the API's /health answers (401/403 too: credentials are Prefect's to check).
-
-    With the standard library, not httpx: its import would delay the mirror's early copies.
-    A certificate this probe cannot verify is Prefect's to judge, with its TLS settings
-    (PREFECT_API_SSL_CERT_FILE and the like).
-    """
-    import http.client
-    import ssl
-    import urllib.error
-    import urllib.request
-
-    if not url.startswith(("http://", "https://")):
-        return False
-    try:
-        health = f"{url.rstrip('/')}/health"
-        with urllib.request.urlopen(health, timeout=3) as response:  # noqa: S310 - http(s)
-            status: int = response.status
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-    except urllib.error.URLError as exc:
-        return isinstance(exc.reason, ssl.SSLCertVerificationError)
-    except (OSError, http.client.HTTPException, ValueError):
-        return False
-    return status != 404 and status < 500
-
-
-def _require_prefect_api() -> None:
-    """Fail in one line, before anything runs, when PREFECT_API_URL does not answer."""
-    if down := _prefect_api_down():
-        _fail(
-            f"the Prefect API at {down} does not answer: start it, or unset PREFECT_API_URL "
-            "to run on a temporary local API"
-        )
-
-
-def _foreground_settings() -> contextlib.AbstractContextManager[object]:
-    """Prefect settings for a run in this terminal: no flow-run heartbeats.
-
-    Heartbeats let a server's automation mark a dead worker's run crashed; here the
-    operator sees the process end, and a killed release is found by its journal. Each
-    flow's heartbeat thread also holds its exit up to a second. An explicit
-    PREFECT_FLOWS_HEARTBEAT_FREQUENCY keeps them.
-    """
-    if {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY"} & set(
-        os.environ
-    ):
-        return contextlib.nullcontext()
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
-
-    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
-
-
-def _run(call: Callable[[], T], verbose: bool) -> T:
-    """Run a flow; expected failures become one line on stderr and exit status 1."""
-    from blocks.errors import SlipwayError
-
-    _require_prefect_api()
-
-    if not verbose:
-        from prefect.logging.handlers import PrefectConsoleHandler
-
-        # The flow's own logs still reach the Prefect API; the terminal gets the outcome.
-        for logger in (logging.getLogger(), logging.getLogger("prefect")):
-            for handler in logger.handlers:
-                if isinstance(handler, PrefectConsoleHandler):
-                    handler.setLevel(logging.CRITICAL)
-    try:
-        with _foreground_settings():
-            return call()
-    except SlipwayError as exc:
-        _fail(str(exc))
-    except KeyboardInterrupt:
-        _fail("interrupted")
-    raise AssertionError("unreachable")
-
-
-def _print(data: Any, as_json: bool, text: str) -> None:
-    typer.echo(json.dumps(data, default=str) if as_json else text)
 
 
 @app.command("version")
@@ -169,9 +79,9 @@ def backup(
     from tasks.backup_catalog import Compression
 
     if compression not in ("zstd", "gzip"):
-        _fail(f"unknown compression {compression!r}: use zstd or gzip")
+        fail(f"unknown compression {compression!r}: use zstd or gzip")
     chosen = cast(Compression, compression)
-    m = _run(
+    m = run_flow(
         lambda: backup_database(
             database_block,
             store_block,
@@ -183,7 +93,7 @@ def backup(
         ),
         verbose,
     )
-    _print(
+    show(
         m,
         as_json,
         f"{m['id']}  {m['raw_bytes'] / 1048576:.1f} MiB -> {m['dump']['size'] / 1048576:.1f} MiB "
@@ -209,7 +119,7 @@ def backups_list(
         check_bucket(client, store)
         entries = list_backups(client, store, db.database)
     except SlipwayError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     rows = [
         {
             "id": e.manifest.id,
@@ -243,8 +153,8 @@ def verify(
     """Check a backup's size, checksum and contents; --drill restores it and compares rows."""
     from flows.verify import verify_backup
 
-    r = _run(lambda: verify_backup(backup_id, drill, database_block, store_block), verbose)
-    _print(r, as_json, f"{r['backup_id']} ok: {r['detail']}")
+    r = run_flow(lambda: verify_backup(backup_id, drill, database_block, store_block), verbose)
+    show(r, as_json, f"{r['backup_id']} ok: {r['detail']}")
 
 
 @app.command()
@@ -264,29 +174,28 @@ def restore(
     verbose: VerboseOpt = False,
 ) -> None:
     """Restore a backup into the target database (beside it first, then swap names)."""
-    down = _prefect_api_down()
+    down = prefect_api_down()
     if down:
         # A restore is what you need when things are down: run on a temporary local API.
         typer.echo(f"warning: Prefect API {down} does not answer; running locally", err=True)
         os.environ.pop("PREFECT_API_URL")
     from blocks.errors import SlipwayError
+    from blocks.input_checks import refuse_url_password
     from blocks.settings import PostgresSettings
     from tasks import early_download
 
     try:
+        refuse_url_password(target_database_url, "--target-database-url")
         target = PostgresSettings.from_url(target_database_url)
     except SlipwayError as exc:
-        _fail(str(exc))
-    if target.password is not None and "PGPASSWORD" not in os.environ:
-        # Flow parameters are stored by Prefect: the password travels by environment only.
-        os.environ["PGPASSWORD"] = target.password.get_secret_value()
+        fail(str(exc))
     if store_block is None:
         # Prefect is not imported yet: the archive downloads while it loads.
         early_download.start(source_database or target.database, backup_id)
     try:
         from flows.restore import restore_database
 
-        r = _run(
+        r = run_flow(
             lambda: restore_database(
                 target.display(), backup_id, source_database, yes, jobs, None, store_block
             ),
@@ -294,7 +203,7 @@ def restore(
         )
     finally:
         early_download.discard()
-    _print(r, as_json, r["state"])
+    show(r, as_json, r["state"])
 
 
 @app.command()
@@ -313,7 +222,7 @@ def prune(
     """Apply retention: keep-last plus daily, weekly and monthly backups."""
     from flows.prune import prune_backups
 
-    r = _run(
+    r = run_flow(
         lambda: prune_backups(
             dry_run,
             keep_last,
@@ -326,7 +235,7 @@ def prune(
         ),
         verbose,
     )
-    _print(r, as_json, r["plan"])
+    show(r, as_json, r["plan"])
 
 
 SourceBlockOpt = Annotated[
@@ -353,7 +262,7 @@ def mirror_cmd(
     """Copy what is new or changed from SOURCE to DESTINATION."""
     from tasks import early_mirror
 
-    _require_prefect_api()
+    require_prefect_api()
     if not (dry_run or source_block or destination_block) and os.environ.get("PREFECT_API_URL"):
         # Prefect is not imported yet: the copies begin while it loads, and the run that
         # adopts them will be recorded (tasks/early_mirror.py).
@@ -361,7 +270,7 @@ def mirror_cmd(
     try:
         from flows.mirror import mirror_bucket
 
-        r = _run(
+        r = run_flow(
             lambda: mirror_bucket(
                 source, destination, delete, dry_run, source_block, destination_block
             ),
@@ -373,7 +282,7 @@ def mirror_cmd(
         f"{r['copied']} copied ({int(r['copied_bytes']) / 1048576:.1f} MiB), "
         f"{r['deleted']} deleted, {r['unchanged']} unchanged in {r['seconds']:.1f} s"
     )
-    _print(r, as_json, r["plan"] if dry_run else text)
+    show(r, as_json, r["plan"] if dry_run else text)
 
 
 @app.command()
@@ -391,8 +300,10 @@ def snapshot(
     """Archive a bucket (or prefix) into the backup store as one point-in-time snapshot."""
     from flows.snapshot import snapshot_bucket
 
-    r = _run(lambda: snapshot_bucket(bucket_url, name, level, source_block, store_block), verbose)
-    _print(
+    r = run_flow(
+        lambda: snapshot_bucket(bucket_url, name, level, source_block, store_block), verbose
+    )
+    show(
         r,
         as_json,
         f"{r['name']}@{r['id']}  {r['object_count']} objects, "
@@ -423,13 +334,13 @@ def restore_files_cmd(
     """Put objects back from a mirror or a snapshot, each checked against its checksum."""
     from flows.restore_files import restore_files
 
-    r = _run(
+    r = run_flow(
         lambda: restore_files(
             source, destination, prefix, mirror_block, destination_block, store_block
         ),
         verbose,
     )
-    _print(
+    show(
         r,
         as_json,
         f"{r['restored']} objects ({int(r['restored_bytes']) / 1048576:.1f} MiB) restored "
@@ -437,117 +348,8 @@ def restore_files_cmd(
     )
 
 
-EnvOpt = Annotated[str, typer.Option("--env", help="The environment (its block's name).")]
-
-
-@app.command("release")
-def release_cmd(
-    version: Annotated[str, typer.Argument(help="The version: every service's image tag.")],
-    env: EnvOpt,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Preflight and plan (pending SQL) only.")
-    ] = False,
-    skip_check: Annotated[
-        list[str] | None,
-        typer.Option(help="Skip a preflight check on purpose (recorded); repeatable."),
-    ] = None,
-    as_json: JsonOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Release VERSION: preflight, backup, migrations, rollout, health; rolls back on failure."""
-    from flows.release import release
-
-    r = _run(lambda: release(version, env, dry_run, list(skip_check or [])), verbose)
-    if dry_run:
-        pending = r["pending_migrations"]
-        text = (
-            f"plan: {r['previous_version'] or 'nothing'} -> {version} on {env}; "
-            f"{len(pending)} pending migrations{': ' + ', '.join(pending) if pending else ''}"
-        )
-    else:
-        text = f"{env} runs {version} (was {r['previous_version'] or 'nothing'}); release {r['id']}"
-    _print(r, as_json, text)
-
-
-@app.command("rollback")
-def rollback_cmd(
-    env: EnvOpt,
-    to: Annotated[
-        str | None, typer.Option("--to", help="Version to go back to (default: the one before).")
-    ] = None,
-    release_id: Annotated[
-        str | None, typer.Option("--release", help="Which release (default: unfinished/last).")
-    ] = None,
-    yes: Annotated[
-        bool, typer.Option("--yes", help="Confirm restoring the database when needed.")
-    ] = False,
-    as_json: JsonOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Roll back ENV's last (or unfinished) release to the version live before it."""
-    from flows.rollback import rollback
-
-    r = _run(lambda: rollback(env, to, release_id, yes), verbose)
-    restored = "database restored" if r["database_restored"] else "database kept"
-    _print(r, as_json, f"{env} back on {r['version'] or 'nothing'}; {restored}")
-
-
-@app.command("status")
-def status_cmd(env: EnvOpt, as_json: JsonOpt = False) -> None:
-    """The live version, the lock holder, recent releases and any left unfinished."""
-    from blocks.environment import Environment
-    from blocks.errors import SlipwayError
-    from tasks.compose_target import ComposeTarget
-    from tasks.deploy_lock import describe, lock_holder
-    from tasks.release_journal import NEEDS_ROLLBACK, list_releases
-
-    try:
-        environment = Environment.resolve(env)
-        store = environment.store()
-        live = ComposeTarget(environment.target).live_versions()
-        holder = lock_holder(environment.database(), env)
-        releases = [j.record for j in list_releases(store.client(), store, env)[:10]]
-    except SlipwayError as exc:
-        _fail(str(exc))
-    unfinished = [r for r in releases if r.status in NEEDS_ROLLBACK]
-    data = {
-        "environment": env,
-        "live_version": live.version,
-        "services": live.services,
-        "lock": holder.model_dump(mode="json") if holder else None,
-        "releases": [
-            {k: getattr(r, k) for k in ("id", "version", "previous_version", "status", "error")}
-            for r in releases
-        ],
-        "unfinished": [r.id for r in unfinished],
-    }
-    lines = [
-        f"{env}: live {live.version or 'mixed or none'} ({live.describe()})",
-        f"lock: {describe(holder) if holder else 'free'}",
-    ]
-    lines += [
-        f"  {r.id}  {r.previous_version or '-'} -> {r.version}  {r.status}"
-        + (f"  ({r.error})" if r.error else "")
-        for r in releases
-    ]
-    if unfinished:
-        names = ", ".join(f"{r.id} ({r.version}, {r.status})" for r in unfinished)
-        lines.append(f"unfinished: {names}: run `slipway rollback --env {env}`")
-    _print(data, as_json, "\n".join(lines))
-
-
-@app.command("unlock")
-def unlock_cmd(env: EnvOpt) -> None:
-    """End a stale holder of ENV's release lock (a release whose process hangs)."""
-    from blocks.environment import Environment
-    from blocks.errors import SlipwayError
-    from tasks.deploy_lock import break_lock, describe
-
-    try:
-        holder = break_lock(Environment.resolve(env).database(), env)
-    except SlipwayError as exc:
-        _fail(str(exc))
-    typer.echo(f"ended {describe(holder)}" if holder else f"{env} was not locked")
+# After the backup commands, as `slipway --help` lists them.
+add_release_commands(app)
 
 
 @env_app.command("apply")
@@ -563,7 +365,7 @@ def env_apply(
     try:
         written = apply_environment(load_environment_file(Path(file)))
     except SlipwayError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo("saved blocks: " + ", ".join(written))
 
 
@@ -591,9 +393,9 @@ def webhook_serve(
         settings = WebhookConfig.from_file(Path(config))
         secrets = WebhookSecrets.from_env()
     except SlipwayError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if not os.environ.get("PREFECT_API_URL"):
-        _fail("PREFECT_API_URL is not set: the webhook starts runs on a Prefect server")
+        fail("PREFECT_API_URL is not set: the webhook starts runs on a Prefect server")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     uvicorn.run(create_app(settings, secrets), host=host, port=port, log_level="warning")
 

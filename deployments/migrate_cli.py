@@ -46,9 +46,15 @@ def _fail(message: str) -> NoReturn:
 def _database(url: str | None) -> tuple[PostgresSettings, str | None]:
     """Settings and Prisma's `?schema=` from --database-url or DATABASE_URL."""
     from blocks.errors import SlipwayError
+    from blocks.input_checks import refuse_url_password
     from blocks.settings import PostgresSettings
     from tasks.prisma import schema_from_url
 
+    try:
+        if url:
+            refuse_url_password(url, "--database-url")
+    except SlipwayError as exc:
+        _fail(str(exc))
     url = url or os.environ.get("DATABASE_URL")
     if not url:
         _fail("no database: pass --database-url or set DATABASE_URL")

@@ -4,9 +4,17 @@ An ASGI app (`slipway webhook serve`) for GitHub, GitLab and Gitea push events. 
 delivery is authenticated (GitHub and Gitea: HMAC-SHA256 of the body; GitLab: the shared
 token; compared in constant time), then a tag push that matches a configured repository's
 pattern starts `release/<environment>` with the tag as version, through
-`run_deployment(..., timeout=0)` and the delivery id as idempotency key: a redelivered event
-returns the run it already started. Everything else gets its 2xx or 4xx answer, starts
+`run_deployment(..., timeout=0)`. Everything else gets its 2xx or 4xx answer, starts
 nothing, and logs one line saying why.
+
+Replays: the delivery id is not covered by the signature, so a captured delivery can be
+sent again under a fresh one. Runs are therefore keyed on what the forge signs, the push
+itself (forge, repository, ref, pushed commit), as Prefect's idempotency key: a push seen
+before, redelivered or replayed, however old, is answered as a duplicate and starts
+nothing. The record is the run on the Prefect server, which enforces the key atomically and
+outlives any webhook restart (no state of the webhook's own to keep or share); a tag moved
+to another commit is a new push and releases. To release a version again on purpose, use
+`slipway release`.
 """
 
 from __future__ import annotations
@@ -21,11 +29,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
+from urllib.parse import parse_qs
 
 import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
@@ -37,6 +46,8 @@ logger = logging.getLogger("slipway.webhook")
 Forge = Literal["github", "gitlab", "gitea"]
 SEMVER_TAG = r"v\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?"
 ZERO_SHA = "0" * 40
+COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1 or SHA-256 repositories
+FORM = "application/x-www-form-urlencoded"  # GitHub's and Gitea's other content type
 ANSWER_WITHIN = 8.0  # seconds; forges give up after 10
 
 
@@ -65,6 +76,12 @@ class WebhookConfig(BaseModel):
         default="release/{environment}", description="Deployment to start, by environment."
     )
     max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    body_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A body not received whole this long after its headers gets 408: forges "
+        "send it at once, a slow client would hold a connection.",
+    )
 
     @classmethod
     def from_file(cls, path: Path) -> WebhookConfig:
@@ -107,7 +124,13 @@ class Push:
     delivery: str
     repository: str
     ref: str
+    commit: str
     deleted: bool
+
+    @property
+    def identity(self) -> str:
+        """What the forge signs, as the idempotency key of the run it starts."""
+        return f"{self.forge}:{self.repository}:{self.ref}:{self.commit}"
 
 
 class Rejected(Exception):
@@ -203,12 +226,7 @@ def _push(forge: Forge, request: Request, body: bytes) -> Push | str:
         return f"event {event!r} is not a push"
     if forge != "gitlab" and event != "push":
         return f"event {event!r} is not a push"
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Rejected(400, f"body is not JSON: {exc}") from exc
-    if not isinstance(payload, dict):
-        raise Rejected(400, "body is not a JSON object")
+    payload = _payload(request, body)
     delivery = {
         "github": headers.get("x-github-delivery"),
         "gitea": headers.get("x-gitea-delivery"),
@@ -222,26 +240,53 @@ def _push(forge: Forge, request: Request, body: bytes) -> Push | str:
             repository = payload["repository"]["full_name"]
             deleted = bool(payload.get("deleted")) or payload.get("after") == ZERO_SHA
         ref = payload["ref"]
+        commit = payload["after"]
     except (KeyError, TypeError) as exc:
         raise Rejected(400, f"push event without {exc}") from exc
     if not isinstance(repository, str) or not isinstance(ref, str):
         raise Rejected(400, "push event with a non-text repository or ref")
-    if not delivery:
-        raise Rejected(400, "delivery has no id header (needed to recognise redeliveries)")
-    return Push(forge, delivery, repository, ref, deleted)
+    if not isinstance(commit, str) or not COMMIT.fullmatch(commit):
+        raise Rejected(400, "push event whose 'after' is not a commit id")
+    # The id only names the delivery in logs: runs are keyed on the signed push.
+    return Push(forge, delivery or "without id", repository, ref, commit, deleted)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+def _payload(request: Request, body: bytes) -> dict[str, Any]:
+    """The event: the JSON body, or its `payload` field when sent form-encoded."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    text: str | bytes = body
+    if content_type == FORM:
+        try:
+            fields = parse_qs(body.decode(), strict_parsing=True)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise Rejected(400, f"form-encoded body is malformed: {exc}") from exc
+        if len(fields.get("payload", [])) != 1:
+            raise Rejected(400, "form-encoded body without one payload field")
+        text = fields["payload"][0]
+    try:
+        payload = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Rejected(400, f"body is not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise Rejected(400, "body is not a JSON object")
+    return payload
+
+
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise Rejected(413, f"body of {declared} bytes is over the {limit}-byte limit")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Rejected(413, f"body is over the {limit}-byte limit")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise Rejected(413, f"body is over the {limit}-byte limit")
+                chunks.append(chunk)
+    except TimeoutError as exc:
+        raise Rejected(408, f"body not received whole within {timeout:g} s") from exc
     return b"".join(chunks)
 
 
@@ -256,15 +301,21 @@ def create_app(
 
     async def receive(request: Request) -> JSONResponse:
         try:
-            body = await _read_body(request, config.max_body_bytes)
+            body = await _read_body(request, config.max_body_bytes, config.body_timeout_seconds)
             forge = _forge(request)
             _authenticate(forge, request, body, secrets)
             push = _push(forge, request, body)
         except Rejected as exc:
             return answer(exc.status, "rejected", exc.reason)
+        except ClientDisconnect:
+            # Nobody reads the answer; one line instead of the server's traceback.
+            return answer(400, "rejected", "client disconnected before sending the whole body")
         if isinstance(push, str):
             return answer(200, "ignored", push)
-        where = f"{push.repository} {push.ref} ({push.forge} delivery {push.delivery})"
+        where = (
+            f"{push.repository} {push.ref} at {push.commit[:12]} "
+            f"({push.forge} delivery {push.delivery})"
+        )
         if not push.ref.startswith("refs/tags/"):
             return answer(200, "ignored", f"branch push, not a tag: {where}")
         tag = push.ref.removeprefix("refs/tags/")
@@ -284,7 +335,7 @@ def create_app(
                 starter(
                     deployment,
                     {"version": tag, "env": rule.environment},
-                    f"{push.forge}:{push.delivery}",
+                    push.identity,
                 ),
                 ANSWER_WITHIN,
             )
@@ -294,9 +345,8 @@ def create_app(
             reason = f"could not start {deployment}: {type(exc).__name__}: {exc}"
             return answer(503, "error", f"{reason}: {where}")
         if existed:
-            return answer(
-                200, "duplicate", f"redelivery, run {run_id} already exists: {where}", run=run_id
-            )
+            seen = f"push already seen (redelivered or replayed), run {run_id}: {where}"
+            return answer(200, "duplicate", seen, run=run_id)
         return answer(
             202, "started", f"{deployment} version {tag}, run {run_id}: {where}", run=run_id
         )

@@ -8,7 +8,6 @@ runs, so a release whose process died can still be rolled back (`slipway rollbac
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -18,9 +17,9 @@ from prefect.context import FlowRunContext
 
 from blocks.environment import Environment
 from blocks.errors import SlipwayError
+from blocks.input_checks import check_version
 from blocks.object_storage import ObjectStorage
 from blocks.postgres import PostgresDatabase
-from blocks.rollout import IMAGE_TAG
 from flows.backup import backup_database
 from flows.rollback import rollback
 from flows.verify import verify_backup
@@ -36,14 +35,6 @@ from tasks.rollout import deploy_task, stop_services_task
 
 class ReleaseFailed(SlipwayError):
     """The release failed and was rolled back to the version live before."""
-
-
-def check_version(version: str) -> None:
-    if not re.fullmatch(IMAGE_TAG, version):
-        raise SlipwayError(
-            f"version {version!r} cannot be an image tag: use letters, digits, '.', '_' and '-' "
-            "(at most 128, not starting with '.' or '-'), e.g. v1.4.2"
-        )
 
 
 @task(cache_policy=NO_CACHE, name="preflight")
@@ -124,6 +115,7 @@ def release(
     check_version(version)
     skip = list(skip_checks or [])
     environment = Environment.resolve(env)
+    env = environment.block_name  # the lock and the journal are the loaded block's
     db = environment.database()
     store = environment.store()
     target = ComposeTarget(environment.target)

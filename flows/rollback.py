@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger
 
 from blocks.environment import Environment
 from blocks.errors import SlipwayError
+from blocks.input_checks import check_version
 from flows.restore import restore_database
 from tasks.approval import ask_approval, wait_for_approval
 from tasks.backup_catalog import utcnow
@@ -102,7 +103,11 @@ def rollback(
             since the pre-release backup is replaced (the old database is kept aside).
         inside_release: Set by the release flow, which already holds the environment's lock.
     """
+    if to_version is not None:
+        # Before anything is stopped or restored: the redeploy would fail on it.
+        check_version(to_version, "--to version")
     environment = Environment.resolve(env)
+    env = environment.block_name  # the lock is the loaded block's
     db = environment.database()
     store = environment.store()
     client = store.client()

@@ -20,6 +20,7 @@ import psycopg
 from pydantic import BaseModel
 
 from blocks.errors import SlipwayError
+from blocks.input_checks import check_environment_name
 from blocks.settings import PostgresSettings
 from tasks.postgres import admin_database, connect, connection_error
 
@@ -42,7 +43,8 @@ class LockHeld(SlipwayError):
 
 
 def _key(environment: str) -> int:
-    return zlib.crc32(environment.encode()) & 0x7FFFFFFF
+    # Only a block's own name: any other spelling of it would be another lock.
+    return zlib.crc32(check_environment_name(environment).encode()) & 0x7FFFFFFF
 
 
 def _application_name(environment: str, holder: str) -> str:

@@ -507,7 +507,7 @@ def test_cli_status_deploy_resolve(
     db: PostgresSettings, postgres: PostgresInfo, tmp_path: Path
 ) -> None:
     folder = write_history(tmp_path, FAILING)
-    url = postgres.url(db.database)
+    url = postgres.url_without_password(db.database)  # a password in it is refused (ps)
     env = {
         "DATABASE_URL": postgres.url_without_password(db.database),
         "PGPASSWORD": postgres.password,
@@ -528,7 +528,9 @@ def test_cli_status_deploy_resolve(
     assert "3 pending migration(s); dry run, nothing changed" in dry.stdout
     assert not has_table(db, "_prisma_migrations")
 
-    failed = slipway("migrate", "deploy", *common, "--database-url", url, env={})
+    failed = slipway(
+        "migrate", "deploy", *common, "--database-url", url, env={"PGPASSWORD": postgres.password}
+    )
     assert failed.exit_code == 1
     *logs, last = failed.stderr.strip().splitlines()
     assert last.startswith("error: P3018: migration 20240202000000_pro_plan failed (55P04")
@@ -585,9 +587,15 @@ def test_cli_one_line_errors(db: PostgresSettings, postgres: PostgresInfo, tmp_p
         missing.stderr
         == f"error: migrations folder {tmp_path / 'nope'} not found: pass --migrations path/to/prisma/migrations\n"
     )
-    bad = postgres.url(db.database).replace(postgres.password, "wrong-password")
+    bad = postgres.url_without_password(db.database)
     denied = slipway(
-        "migrate", "status", "--migrations", str(folder), "--database-url", bad, env={}
+        "migrate",
+        "status",
+        "--migrations",
+        str(folder),
+        "--database-url",
+        bad,
+        env={"PGPASSWORD": "wrong-password"},
     )
     assert denied.exit_code == 1
     assert denied.stderr.startswith("error: PostgreSQL rejected the password")
@@ -605,14 +613,15 @@ def test_schema_from_the_url_is_where_migrations_go(
     folder = write_history(
         tmp_path, {"20240901000000_init": 'CREATE TABLE "Thing" ("id" INTEGER);\n'}
     )
-    url = postgres.url(db.database) + "?schema=tenant%20one"
+    url = postgres.url_without_password(db.database) + "?schema=tenant%20one"
+    env = {"PGPASSWORD": postgres.password}
     absent = slipway(
-        "migrate", "deploy", "--migrations", str(folder), "--database-url", url, env={}
+        "migrate", "deploy", "--migrations", str(folder), "--database-url", url, env=env
     )
     assert absent.exit_code == 1
     assert absent.stderr.startswith("error: schema tenant one does not exist")
     query(db, 'CREATE SCHEMA "tenant one"')
-    done = slipway("migrate", "deploy", "--migrations", str(folder), "--database-url", url, env={})
+    done = slipway("migrate", "deploy", "--migrations", str(folder), "--database-url", url, env=env)
     assert done.exit_code == 0, done.stderr
     assert has_table(db, "Thing", "tenant one")
     assert not has_table(db, "Thing")
