@@ -1,4 +1,4 @@
-"""The error type for bad configuration and bad input: one line that names the problem and the fix."""
+"""Slipway's error types: one line that names the problem and the fix."""
 
 
 class SlipwayError(Exception):
@@ -7,3 +7,11 @@ class SlipwayError(Exception):
 
 class ConfigError(SlipwayError):
     """Configuration is missing or malformed."""
+
+
+class BackupDamaged(SlipwayError):
+    """The stored backup itself is wrong (size, checksum, format, contents): a verdict on it.
+
+    Only this failure may mark a backup as not verified; a local one (disk, scratch
+    database, server, S3 unreachable) says nothing about the backup.
+    """

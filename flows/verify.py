@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from blocks.errors import SlipwayError
+from blocks.errors import BackupDamaged, SlipwayError
 from blocks.object_storage import ObjectStorage
 from blocks.postgres import PostgresDatabase
 from tasks import postgres as pg
@@ -24,8 +28,10 @@ from tasks.backup_catalog import (
     write_json,
 )
 from tasks.notify import HOOKS
-from tasks.pg_backup import list_archive, scratch_dir
+from tasks.object_storage import storage_error
+from tasks.pg_backup import list_archive
 from tasks.pg_restore import restore_from_store
+from tasks.restore_scratch import scratch_dir
 
 DRILL_JOBS = 2
 
@@ -36,7 +42,7 @@ def check_stored(store: ObjectStorage, entry: BackupEntry) -> int:
     listing = list_archive(store.client(), store, entry)
     data_entries = sum(1 for line in listing if " TABLE DATA " in line)
     if data_entries != len(entry.manifest.tables):
-        raise SlipwayError(
+        raise BackupDamaged(
             f"backup {entry.manifest.id} lists {data_entries} tables' data, manifest says "
             f"{len(entry.manifest.tables)}: use another backup"
         )
@@ -45,30 +51,64 @@ def check_stored(store: ObjectStorage, entry: BackupEntry) -> int:
 
 @task(cache_policy=NO_CACHE, name="restore-drill")
 def restore_drill(db: PostgresDatabase, store: ObjectStorage, entry: BackupEntry) -> str:
-    """Restore into a scratch database, compare row counts with the dump's snapshot, drop it."""
-    scratch = f"slipway_drill_{secrets.token_hex(4)}"
-    admin = pg.connect(pg.admin_database(db), autocommit=True)
+    """Restore into a scratch database, compare row counts with the dump's snapshot, drop it.
+
+    Only damage to the backup raises `BackupDamaged`; a failure on this side (scratch space,
+    the scratch database, the server) raises a plain `SlipwayError` that names it.
+    """
     try:
+        return _drill(db, store, entry)
+    except BackupDamaged:
+        raise
+    except (SlipwayError, psycopg.Error, OSError) as exc:
+        raise SlipwayError(
+            f"the restore drill of backup {entry.manifest.id} could not run here "
+            f"({_one_line(exc)}): its verification is unchanged; fix that and run "
+            "`slipway verify --drill` again"
+        ) from exc
+
+
+def _drill(db: PostgresDatabase, store: ObjectStorage, entry: BackupEntry) -> str:
+    scratch = f"slipway_drill_{secrets.token_hex(4)}"
+    with pg.connect(pg.admin_database(db), autocommit=True) as admin:
         pg.create_database(admin, scratch)
-        with scratch_dir(entry.manifest.raw_bytes) as tmp:
-            restore_from_store(
-                store.client(), store, entry, db.with_database(scratch), Path(tmp), DRILL_JOBS
-            )
-        restored = {
-            (t.schema_name, t.table): t.rows for t in pg.table_counts(db.with_database(scratch))
-        }
-        expected = {(t.schema_name, t.table): t.rows for t in entry.manifest.tables}
-        if restored != expected:
-            diff = sorted(
-                f"{s}.{t}: {expected.get((s, t))} expected, {restored.get((s, t))} restored"
-                for s, t in set(expected) | set(restored)
-                if expected.get((s, t)) != restored.get((s, t))
-            )
-            raise SlipwayError(f"drill of {entry.manifest.id} differs: {'; '.join(diff[:5])}")
-        return f"restored into {scratch}: {len(expected)} tables, {sum(expected.values()):,} rows match"
-    finally:
+        try:
+            with scratch_dir(entry.manifest.raw_bytes) as tmp:
+                restore_from_store(
+                    store.client(), store, entry, db.with_database(scratch), Path(tmp), DRILL_JOBS
+                )
+            restored = {
+                (t.schema_name, t.table): t.rows for t in pg.table_counts(db.with_database(scratch))
+            }
+        except BaseException:
+            with contextlib.suppress(psycopg.Error):  # the failure that led here matters more
+                pg.drop_database(admin, scratch)
+            raise
         pg.drop_database(admin, scratch)
-        admin.close()
+    expected = {(t.schema_name, t.table): t.rows for t in entry.manifest.tables}
+    if restored != expected:
+        diff = sorted(
+            f"{s}.{t}: {expected.get((s, t))} expected, {restored.get((s, t))} restored"
+            for s, t in set(expected) | set(restored)
+            if expected.get((s, t)) != restored.get((s, t))
+        )
+        raise BackupDamaged(f"drill of {entry.manifest.id} differs: {'; '.join(diff[:5])}")
+    return f"restored into {scratch}: {len(expected)} tables, {sum(expected.values()):,} rows match"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        text = f"{tempfile.gettempdir()} is full: {text}; set TMPDIR to a larger disk"
+    return text or type(exc).__name__
+
+
+def _record(store: ObjectStorage, key: str, verdict: Verification) -> None:
+    client = store.client()
+    try:
+        write_json(client, store, key, verdict)
+    except Exception as exc:
+        raise storage_error(exc, store) from exc
 
 
 @flow(name="verify-backup", **HOOKS)
@@ -78,7 +118,12 @@ def verify_backup(
     database_block: str | None = None,
     store_block: str | None = None,
 ) -> dict[str, Any]:
-    """Check a backup (an id, or latest); with drill, also restore it into a scratch database."""
+    """Check a backup (an id, or latest); with drill, also restore it into a scratch database.
+
+    verification.json records a verdict on the backup only: damage writes ok=false; a
+    failure on this side (disk, scratch database, server, S3) fails the run and leaves
+    the previous verdict as it was.
+    """
     db = PostgresDatabase.resolve(database_block)
     store = ObjectStorage.resolve(store_block)
     client = store.client()
@@ -89,9 +134,8 @@ def verify_backup(
         detail = f"size, sha256 and archive listing ok ({entries} tables)"
         if drill:
             detail += "; " + restore_drill(db, store, entry)
-    except SlipwayError as exc:
-        write_json(
-            client,
+    except BackupDamaged as exc:
+        _record(
             store,
             key,
             Verification(
@@ -106,7 +150,7 @@ def verify_backup(
     result = Verification(
         backup_id=entry.manifest.id, verified_at=utcnow(), ok=True, drill=drill, detail=detail
     )
-    write_json(client, store, key, result)
+    _record(store, key, result)
     get_run_logger().info("backup %s verified: %s", entry.manifest.id, detail)
     create_markdown_artifact(
         f"# Backup `{entry.manifest.id}` verified\n\n{detail}\n", key="backup-verification"

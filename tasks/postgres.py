@@ -17,13 +17,32 @@ from blocks.errors import SlipwayError
 from blocks.settings import PostgresSettings
 from tasks.backup_catalog import TableCount
 
+# The tables whose data pg_dump dumps: not those an extension creates (CREATE EXTENSION
+# makes them again), except the extension's configuration tables (pg_extension_config_dump).
 TABLES_SQL = """
 SELECT n.nspname, c.relname
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r'
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+  AND (
+    NOT EXISTS (
+      SELECT 1 FROM pg_depend d
+      WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+        AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+    )
+    OR EXISTS (SELECT 1 FROM pg_extension e WHERE c.oid = ANY (e.extconfig))
+  )
 ORDER BY 1, 2
+"""
+# Any table at all, an extension's included.
+HAS_TABLES_SQL = """
+SELECT EXISTS (
+  SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind = 'r'
+    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+    AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+)
 """
 
 
@@ -62,8 +81,8 @@ def server_version(conn: psycopg.Connection) -> str:
     return str(row[0]) if row else "unknown"
 
 
-def pg_tool(name: str, want_major: int | None = None) -> Path:
-    """A client binary (pg_dump, pg_restore...) at least as new as the server.
+def pg_tool(name: str, want_major: int | None = None, *, than: str | None = None) -> Path:
+    """A client binary (pg_dump, pg_restore...) at least as new as the server (or `than`).
 
     Looks in $SLIPWAY_PG_BIN, then Debian's /usr/lib/postgresql/<major>/bin (newest first),
     then the PATH.
@@ -85,7 +104,7 @@ def pg_tool(name: str, want_major: int | None = None) -> Path:
                 return cand
         newest = found[0]
         raise SlipwayError(
-            f"{name} {tool_major(newest)} is older than the server ({want_major}): "
+            f"{name} {tool_major(newest)} is older than {than or f'the server ({want_major})'}: "
             f"install postgresql-client-{want_major} or set SLIPWAY_PG_BIN"
         )
     return found[0]
@@ -99,16 +118,24 @@ def _dir_major(path: str) -> int:
 
 
 def tool_version(tool: Path) -> str:
-    out = subprocess.run([str(tool), "--version"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [str(tool), "--version"], capture_output=True, text=True, check=True, env=tool_env()
+    )
     return out.stdout.strip().rsplit(" ", 1)[-1]
 
 
 def tool_major(tool: Path) -> int:
-    match = re.match(r"(\d+)", tool_version(tool))
-    return int(match.group(1)) if match else 0
+    return tool_major_of(tool_version(tool)) or 0
+
+
+def tool_major_of(version: str) -> int | None:
+    """The major version in a tool's version string ("15.8" -> 15), None if none is there."""
+    match = re.match(r"(\d+)", version)
+    return int(match.group(1)) if match else None
 
 
 def list_tables(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """The tables whose data pg_dump dumps (one TABLE DATA entry each), by schema and name."""
     return [(str(s), str(t)) for s, t in conn.execute(TABLES_SQL).fetchall()]
 
 
@@ -138,9 +165,14 @@ def database_exists(admin: psycopg.Connection, name: str) -> bool:
     return row is not None
 
 
+def has_tables(conn: psycopg.Connection) -> bool:
+    """Whether any table is there, an extension's included: a database that is not empty."""
+    return conn.execute(HAS_TABLES_SQL).fetchone() == (True,)
+
+
 def database_has_tables(db: PostgresSettings) -> bool:
     with connect(db) as conn:
-        return bool(list_tables(conn))
+        return has_tables(conn)
 
 
 def create_database(admin: psycopg.Connection, name: str, owner: str | None = None) -> None:
@@ -171,8 +203,25 @@ def admin_database(db: PostgresSettings) -> PostgresSettings:
     return db.with_database("postgres")
 
 
+# What a libpq tool may inherit: locale, paths, and the operator's TLS, password-file and
+# Kerberos settings (the same ones libpq reads inside Slipway). Never the S3 keys, Slipway's
+# or Prefect's settings, nor PGSERVICE/PGOPTIONS-style variables that could redirect or
+# reconfigure the connection the settings describe.
+TOOL_ENV = frozenset(
+    {"PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "LD_LIBRARY_PATH"}
+    | {"SSL_CERT_FILE", "SSL_CERT_DIR", "KRB5CCNAME", "KRB5_CONFIG"}
+    | {"PGPASSFILE", "PGSSLMODE", "PGSSLCERT", "PGSSLKEY", "PGSSLCERTMODE", "PGSSLROOTCERT"}
+    | {"PGSSLCRL", "PGSSLCRLDIR", "PGSSLSNI", "PGSSLMINPROTOCOLVERSION"}
+    | {"PGSSLMAXPROTOCOLVERSION", "PGGSSENCMODE", "PGKRBSRVNAME", "PGGSSLIB"}
+    | {"PGGSSDELEGATION", "PGREQUIREPEER", "PGREQUIREAUTH", "PGCHANNELBINDING"}
+)
+
+
+def tool_env() -> dict[str, str]:
+    """The environment a PostgreSQL client tool inherits: the allowlist above, nothing else."""
+    return {k: v for k, v in os.environ.items() if k in TOOL_ENV or k.startswith("LC_")}
+
+
 def pg_env(db: PostgresSettings) -> dict[str, str]:
-    """The child environment for libpq tools: inherited, plus the target's PG* variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env.update(db.libpq_env())
-    return env
+    """The child environment for libpq tools: `tool_env()` plus the target's PG* variables."""
+    return {**tool_env(), **db.libpq_env()}

@@ -196,7 +196,7 @@ def swap_in(admin: psycopg.Connection, target: PostgresSettings, new: str, yes: 
             )
             blocked = True
             _end_sessions(admin, name, checker.info.backend_pid)
-            holds_tables = bool(pg.list_tables(checker))
+            holds_tables = pg.has_tables(checker)
             checker.close()
             if holds_tables and not yes:
                 raise _not_empty(name)
