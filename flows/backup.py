@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -18,13 +19,13 @@ from tasks.backup_catalog import (
     Compression,
     Manifest,
     backup_folder,
-    list_folders,
-    new_backup_id,
+    database_url,
     utcnow,
     write_json,
 )
+from tasks.backup_lease import Lease, backup_lease, remove_abandoned
 from tasks.notify import HOOKS
-from tasks.object_storage import abort_uploads, check_bucket, delete_prefix
+from tasks.object_storage import check_bucket, storage_error
 from tasks.pg_backup import dump_globals, dump_to_store
 
 
@@ -33,23 +34,23 @@ def _mib(n: int) -> str:
 
 
 @task(cache_policy=NO_CACHE, name="clean-incomplete-backups")
-def clean_incomplete(store: ObjectStorage, database: str, current_id: str) -> list[str]:
+def clean_incomplete(db: PostgresDatabase, store: ObjectStorage, current_id: str) -> list[str]:
     """Remove what killed backups left: multi-part uploads and folders without a manifest.
 
-    Only backups older than `current_id` (ids sort by time): this one runs meanwhile.
+    Only backups whose owner is gone (their lock is free): others may run meanwhile.
     """
-    client = store.client()
-    root = store.key("postgres", database) + "/"
-    removed = abort_uploads(
-        client, store, root, lambda key: key[len(root) :].split("/", 1)[0] < current_id
-    )
-    for backup_id, names in list_folders(client, store, database).items():
-        if MANIFEST not in names and backup_id < current_id:
-            delete_prefix(client, store, backup_folder(store, database, backup_id))
-            removed.append(backup_id)
-    if removed:
-        get_run_logger().info("removed leftovers of incomplete backups: %s", ", ".join(removed))
-    return removed
+    done = remove_abandoned(db, store, store.client(), current_id)
+    logger = get_run_logger()
+    if done.removed:
+        logger.info(
+            "removed leftovers of abandoned backups (their process is gone): %s",
+            ", ".join(done.removed),
+        )
+    if done.other_server:
+        logger.info(
+            "kept unfinished backups owned by another server: %s", ", ".join(done.other_server)
+        )
+    return done.removed
 
 
 @task(cache_policy=NO_CACHE, name="dump-to-store")
@@ -67,7 +68,7 @@ def dump_task(
     logger = get_run_logger()
     client = store.client()
     started_at, t0 = utcnow(), time.monotonic()
-    logger.info("dumping %s to %s", db.display(), store.url("postgres", db.database, backup_id))
+    logger.info("dumping %s to %s", db.display(), database_url(store, db.database, backup_id))
     with ProgressArtifact("backup-progress", f"pg_dump of {db.database}") as progress:
         result = dump_to_store(
             db,
@@ -99,11 +100,22 @@ def dump_task(
         app_version=app_version,
         tags=tags,
     )
-    # The manifest is written last: from here on, this is a backup.
-    write_json(
-        client, store, f"{backup_folder(store, db.database, backup_id)}/{MANIFEST}", manifest
-    )
     return manifest
+
+
+def record(lease: Lease, store: ObjectStorage, manifest: Manifest) -> None:
+    """Write the manifest (from here on, this is a backup) while still owning the folder.
+
+    The lock is checked after the write: held until then, no clean-up can have taken the
+    folder, and from then on a clean-up sees the manifest.
+    """
+    lease.confirm()
+    key = f"{backup_folder(store, manifest.database, manifest.id)}/{MANIFEST}"
+    try:
+        write_json(store.client(), store, key, manifest)
+    except (ClientError, BotoCoreError) as exc:
+        raise storage_error(exc, store) from exc
+    lease.confirm()
 
 
 def backup_report(m: Manifest) -> str:
@@ -147,24 +159,26 @@ def backup_database(
     store = ObjectStorage.resolve(store_block)
     if compression not in ("zstd", "gzip"):
         raise SlipwayError(f"unknown compression {compression!r}: use zstd or gzip")
-    check_bucket(store.client(), store)
-    backup_id = new_backup_id()
-    # Leftovers of killed backups are cleaned while this one dumps.
-    cleaning = clean_incomplete.submit(store, db.database, backup_id)
-    try:
-        manifest = dump_task(
-            db,
-            store,
-            backup_id,
-            compression,
-            level,
-            threads,
-            include_globals,
-            app_version,
-            tags or {},
-        )
-    finally:
-        cleaning.wait()
+    client = store.client()
+    check_bucket(client, store)
+    with backup_lease(db, store, client) as lease:
+        # Leftovers of killed backups are cleaned while this one dumps.
+        cleaning = clean_incomplete.submit(db, store, lease.backup_id)
+        try:
+            manifest = dump_task(
+                db,
+                store,
+                lease.backup_id,
+                compression,
+                level,
+                threads,
+                include_globals,
+                app_version,
+                tags or {},
+            )
+            record(lease, store, manifest)
+        finally:
+            cleaning.wait()
     if not cleaning.state.is_completed():
         # The new backup is good; leftovers wait for the next run.
         get_run_logger().warning("cleaning up killed backups failed: %s", cleaning.state.message)

@@ -1,15 +1,20 @@
 """The catalog of database backups in the store: ids, key layout, manifests, verifications.
 
 Layout under the store's prefix, one folder per backup:
+    postgres/<database>/<backup id>/owner.json       written first: who runs the backup
     postgres/<database>/<backup id>/dump.pgc.zst     pg_dump -Fc -Z0, compressed by Slipway
     postgres/<database>/<backup id>/globals.sql.zst  optional pg_dumpall --globals-only
     postgres/<database>/<backup id>/manifest.json    written last: its presence makes a backup
     postgres/<database>/<backup id>/verification.json  the latest verification's outcome
+
+<database> is the name as one key segment (`name_segment`): `app/1999` is `app%2F1999`,
+so no database's folder can lie inside another's.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -26,6 +31,7 @@ if TYPE_CHECKING:
 MANIFEST = "manifest.json"
 VERIFICATION = "verification.json"
 ID_FORMAT = "%Y%m%dT%H%M%SZ"
+_ID_PATTERN = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]+")
 
 Compression = Literal["zstd", "gzip"]
 DUMP_SUFFIX: dict[str, str] = {"zstd": "dump.pgc.zst", "gzip": "dump.pgc.gz"}
@@ -39,6 +45,11 @@ def new_backup_id(now: datetime | None = None) -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def is_backup_id(name: str) -> bool:
+    """Whether a folder name is a backup id (anything else under a database is not ours)."""
+    return _ID_PATTERN.fullmatch(name) is not None
 
 
 def backup_time(backup_id: str) -> datetime:
@@ -103,8 +114,28 @@ class BackupEntry(BaseModel):
         return self.verification is not None and self.verification.ok
 
 
+def name_segment(name: str) -> str:
+    """A database name as one key segment: `%` and `/` percent-encoded, `.`/`..` too.
+
+    Only what could split or alias a segment is encoded, so every name without those
+    characters keeps the key it always had (existing stores keep working).
+    """
+    segment = name.replace("%", "%25").replace("/", "%2F")
+    return segment.replace(".", "%2E") if segment in {".", ".."} else segment
+
+
+def database_root(store: StorageSettings, database: str) -> str:
+    """The key of the folder holding all of `database`'s backups."""
+    return store.key("postgres", name_segment(database))
+
+
+def database_url(store: StorageSettings, database: str, *parts: str) -> str:
+    """`s3://` URL of `database`'s folder (or of `parts` inside it), for messages."""
+    return f"s3://{store.bucket}/" + "/".join([database_root(store, database), *parts])
+
+
 def backup_folder(store: StorageSettings, database: str, backup_id: str) -> str:
-    return store.key("postgres", database, backup_id)
+    return f"{database_root(store, database)}/{backup_id}"
 
 
 def read_json(client: S3Client, bucket: str, key: str) -> dict[str, object] | None:
@@ -126,8 +157,9 @@ def write_json(client: S3Client, store: StorageSettings, key: str, model: BaseMo
 
 
 def list_folders(client: S3Client, store: StorageSettings, database: str) -> dict[str, set[str]]:
-    """Backup id -> names of the objects in its folder (complete or not)."""
-    return folders_under(client, store, store.key("postgres", database))
+    """Backup id -> names of the objects in its folder (complete or not); only backup ids."""
+    folders = folders_under(client, store, database_root(store, database))
+    return {name: names for name, names in folders.items() if is_backup_id(name)}
 
 
 def folders_under(client: S3Client, store: StorageSettings, root: str) -> dict[str, set[str]]:
@@ -162,7 +194,7 @@ def list_backups(client: S3Client, store: StorageSettings, database: str) -> lis
             manifest=Manifest.model_validate(raw),
             verification=Verification.model_validate(ver) if ver else None,
         )
-        for raw, ver in complete_folders(client, store, store.key("postgres", database))
+        for raw, ver in complete_folders(client, store, database_root(store, database))
     ]
 
 
@@ -171,7 +203,7 @@ def find_backup(client: S3Client, store: StorageSettings, database: str, ref: st
     backups = list_backups(client, store, database)
     if not backups:
         raise SlipwayError(
-            f"no backups of {database!r} in {store.url('postgres', database)}: run `slipway backup`"
+            f"no backups of {database!r} in {database_url(store, database)}: run `slipway backup`"
         )
     if ref == "latest":
         return backups[0]

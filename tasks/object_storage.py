@@ -85,6 +85,8 @@ class HashingReader(io.RawIOBase):
 
     S3 rejects multi-part parts under 5 MiB, so `read(n)` returns n bytes until the end.
     `on_end` runs before the final empty read: raising there aborts the upload.
+    With `part_md5s` it also keeps the MD5 of each PART_SIZE part: the upload's ETag
+    (`etag_matches`) can then be checked without reading the object back.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class HashingReader(io.RawIOBase):
         *,
         on_end: Callable[[], None] = lambda: None,
         on_chunk: Callable[[int], None] = lambda n: None,
+        part_md5s: bool = False,
     ) -> None:
         self._source = source
         self._on_end = on_end
@@ -100,6 +103,10 @@ class HashingReader(io.RawIOBase):
         self._ended = False
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self._hashing_parts = part_md5s
+        self._part_md5s: list[bytes] = []
+        self._part = hashlib.md5(usedforsecurity=False)
+        self._part_fill = 0
 
     def readable(self) -> bool:
         return True
@@ -118,9 +125,100 @@ class HashingReader(io.RawIOBase):
             self._ended = True
             self._on_end()
         self.sha256.update(data)
+        if self._hashing_parts:
+            self._hash_parts(data)
         self.size += len(data)
         self._on_chunk(len(data))
         return data
+
+    def _hash_parts(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            take = min(len(view), PART_SIZE - self._part_fill)
+            self._part.update(view[:take])
+            self._part_fill += take
+            view = view[take:]
+            if self._part_fill == PART_SIZE:
+                self._part_md5s.append(self._part.digest())
+                self._part, self._part_fill = hashlib.md5(usedforsecurity=False), 0
+
+    def etag_matches(self, etag: str) -> bool:
+        """Whether `etag` is S3's MD5 ETag of exactly these bytes, as one or multi-part upload."""
+        if not self._hashing_parts:
+            return False
+        parts = self._part_md5s + (
+            [self._part.digest()] if self._part_fill or not self.size else []
+        )
+        return etag.strip('"') in md5_etags(parts)
+
+
+def md5_etags(part_md5s: list[bytes]) -> set[str]:
+    """The ETags S3 gives these parts' bytes: multi-part, and single-part when one part."""
+    etags = {
+        f"{hashlib.md5(b''.join(part_md5s), usedforsecurity=False).hexdigest()}-{len(part_md5s)}"
+    }
+    if len(part_md5s) == 1:
+        etags.add(part_md5s[0].hex())
+    return etags
+
+
+def confirm_stored(
+    client: S3Client,
+    store: StorageSettings,
+    key: str,
+    size: int,
+    sha256: str,
+    etag_matches: Callable[[str], bool],
+) -> None:
+    """Read back what was stored at `key`: its size, then its ETag, or else its bytes.
+
+    A HEAD settles it when the store's ETag is the MD5 one (SeaweedFS, MinIO, S3 without
+    KMS); an ETag of another kind costs reading the object back to compare its sha256.
+    """
+    where = f"s3://{store.bucket}/{key}"
+    try:
+        head = client.head_object(Bucket=store.bucket, Key=key)
+    except (ClientError, BotoCoreError) as exc:
+        missing = isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in {
+            "404",
+            "NoSuchKey",
+            "NotFound",
+        }
+        why = "the store does not have it" if missing else str(storage_error(exc, store))
+        raise SlipwayError(
+            f"the upload to {where} cannot be read back ({why}): nothing was recorded; "
+            "run the backup again"
+        ) from exc
+    stored = head["ContentLength"]
+    if stored != size:
+        raise SlipwayError(
+            f"the upload to {where} is incomplete: {stored} bytes stored, {size} sent; "
+            "nothing was recorded; run the backup again"
+        )
+    if etag_matches(head.get("ETag", "")):
+        return
+    digest = hashlib.sha256()
+    for chunk in iter_object(client, store, key):
+        digest.update(chunk)
+    if digest.hexdigest() != sha256:
+        raise SlipwayError(
+            f"the upload to {where} differs from what was sent (sha256 mismatch): "
+            "nothing was recorded; run the backup again"
+        )
+
+
+def put_confirmed(client: S3Client, store: StorageSettings, key: str, body: bytes) -> str:
+    """Store a small object in one request and read it back; its sha256 hex."""
+    try:
+        client.put_object(Bucket=store.bucket, Key=key, Body=body)
+    except (ClientError, BotoCoreError) as exc:
+        raise storage_error(exc, store) from exc
+    sha256 = hashlib.sha256(body).hexdigest()
+    md5 = hashlib.md5(body, usedforsecurity=False).digest()
+    confirm_stored(
+        client, store, key, len(body), sha256, lambda etag: etag.strip('"') in md5_etags([md5])
+    )
+    return sha256
 
 
 def upload_stream(
