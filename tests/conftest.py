@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.chat_simulators import SlackSimulator, TelegramSimulator
 from tests.harness import SERVICES, Harness, ServiceUnavailable
 from tests.harness.docker_engine import DockerInfo
 from tests.harness.postgres import PostgresInfo
@@ -139,3 +140,17 @@ def prefect_server() -> Iterator[PrefectInfo]:
 def session_dir() -> Path:
     """This test session's directory (service data, logs, pid files)."""
     return HARNESS.session_dir
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackSimulator]:
+    """The Slack API simulator (tests/chat_simulators.py)."""
+    with SlackSimulator() as sim:
+        yield sim
+
+
+@pytest.fixture
+def telegram() -> Iterator[TelegramSimulator]:
+    """The Telegram Bot API simulator (tests/chat_simulators.py)."""
+    with TelegramSimulator() as sim:
+        yield sim

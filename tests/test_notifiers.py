@@ -11,7 +11,6 @@ import asyncio
 import inspect
 import logging
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -63,18 +62,6 @@ NOTICES = {
 EMOJI = {"success": "✅", "failure": "❌", "emergency": "🚨"}
 INFO = "\u2139\ufe0f"  # the info emoji
 FAILURE = NOTICES["failure"]
-
-
-@pytest.fixture
-def slack() -> Iterator[SlackSimulator]:
-    with SlackSimulator() as sim:
-        yield sim
-
-
-@pytest.fixture
-def telegram() -> Iterator[TelegramSimulator]:
-    with TelegramSimulator() as sim:
-        yield sim
 
 
 def webhook_notifier(slack: SlackSimulator) -> SlackNotifier:

@@ -6,8 +6,6 @@ what arrives as the APIs do (Telegram's HTML parser, Slack's Block Kit limits).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from blocks.notifiers import Notice
@@ -26,18 +24,6 @@ def notice(error: str = ERROR) -> Notice:
         fields=[("Environment", "production"), ("Error", error)],
         text=error,
     )
-
-
-@pytest.fixture
-def slack() -> Iterator[SlackSimulator]:
-    with SlackSimulator() as sim:
-        yield sim
-
-
-@pytest.fixture
-def telegram() -> Iterator[TelegramSimulator]:
-    with TelegramSimulator() as sim:
-        yield sim
 
 
 @pytest.mark.parametrize("transport", ["webhook", "bot"])
