@@ -194,13 +194,23 @@ def test_replayed_signed_push_starts_nothing_even_after_a_restart(
 def test_simultaneous_copies_of_a_new_push_start_one_run(
     webhook: Webhook, release_deployment: str
 ) -> None:
-    """No copy is "seen" yet when they all arrive: Prefect's idempotency key decides."""
+    """No copy is "seen" yet when they all arrive: Prefect's idempotency key decides.
+
+    On a loaded machine Prefect may not answer some of them within the webhook's deadline:
+    those get 503, which a forge redelivers, and a redelivery is answered with the one run.
+    """
     body = push_body("v7.0.1", commit())
     with ThreadPoolExecutor(max_workers=REPLAYS) as pool:
         answers = list(pool.map(lambda _: send(webhook.url, body), range(REPLAYS)))
-    assert all(a.status_code in (200, 202) for a in answers), [a.text for a in answers]
+    assert all(a.status_code in (200, 202, 503) for a in answers), [a.text for a in answers]
+    assert any(a.status_code in (200, 202) for a in answers), [a.text for a in answers]
     [run] = runs_of(release_deployment, "v7.0.1")
-    assert {a.json()["run"] for a in answers} == {str(run.id)}
+    named = {a.json().get("run") for a in answers} - {None}
+    assert named == {str(run.id)}
+    redelivered = send(webhook.url, body)
+    assert redelivered.status_code == 200, redelivered.text
+    assert redelivered.json()["run"] == str(run.id)
+    assert [r.id for r in runs_of(release_deployment, "v7.0.1")] == [run.id]
 
 
 def test_a_tag_moved_to_another_commit_is_a_new_push(
