@@ -237,7 +237,13 @@ def restore_from_store(
         _finish(everything_else, "data, indexes and constraints")
     except BaseException as exc:
         for child in children:
+            # SIGTERM: its supervisor kills pg_restore and every worker it forked.
             with contextlib.suppress(OSError):
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
                 child.kill()
         error = download.wait()  # the download runs to its end: the checksum names damage best
         if error is not None and error is not exc and isinstance(error, SlipwayError):

@@ -49,15 +49,23 @@ def test_nightly_backs_up_verifies_prunes_and_reports(
     assert result["verification"]["ok"] is True
     assert result["verification"]["backup_id"] == backup_id
     assert [k["id"] for k in result["prune"]["keep"]] == [backup_id]
-    artifacts = httpx.post(f"{prefect_server.api_url}/artifacts/filter", json={}).json()
-    keys = {a["key"] for a in artifacts}
-    assert {"backup-report", "backup-verification", "backups-kept", "backup-progress"} <= keys
+    # Newest first and by key: the session's other tests leave many more artifacts.
+    wanted = ["backup-report", "backup-verification", "backups-kept", "backup-progress"]
+    artifacts = httpx.post(
+        f"{prefect_server.api_url}/artifacts/filter",
+        json={"artifacts": {"key": {"any_": wanted}}, "sort": "CREATED_DESC", "limit": 50},
+    ).json()
+    assert set(wanted) <= {a["key"] for a in artifacts}
     report = next(a for a in artifacts if a["key"] == "backup-report" and backup_id in a["data"])
-    progress = [
-        a
-        for a in artifacts
-        if a["key"] == "backup-progress" and a["flow_run_id"] == report["flow_run_id"]
-    ]
+    progress = httpx.post(
+        f"{prefect_server.api_url}/artifacts/filter",
+        json={
+            "artifacts": {
+                "key": {"any_": ["backup-progress"]},
+                "flow_run_id": {"any_": [report["flow_run_id"]]},
+            }
+        },
+    ).json()
     assert [float(a["data"]) for a in progress] == [100.0]
     assert "compression ratio" in report["data"]
 

@@ -185,27 +185,30 @@ def test_long_multibyte_target_name_is_replaced_and_kept(source: Source) -> None
     assert previous != target
     assert len(previous.encode()) <= 63
     assert snapshot(source.pg, previous) == before
-    with psycopg.connect(source.pg.url(), autocommit=True) as conn:
-        side = conn.execute(
-            "SELECT count(*) FROM pg_database WHERE datname LIKE '%\\_slipway\\_new\\_%'"
-        ).fetchone()
-    assert side == (0,)
+    # This target's side databases only: other tests' restores run on the same server.
+    assert databases(source.pg, "éééééééééé%\\_slipway\\_new\\_%") == []
 
 
 def test_password_in_target_url_is_refused_by_the_flow(source: Source) -> None:
     from flows.restore import restore_database
 
     target = f"with_password_{secrets.token_hex(3)}"
+    # A role of its own: a flow's parameters are stored before it can refuse them, and the
+    # session's other tests check that the server's own password is never stored.
+    role, password = f"restorer_{secrets.token_hex(3)}", secrets.token_hex(12)
+    with psycopg.connect(source.pg.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN CREATEDB PASSWORD '{password}'")
+    url = f"postgresql://{role}:{password}@{source.pg.host}:{source.pg.port}/{target}"
     with pytest.raises(SlipwayError) as err:
         restore_database(  # the right password: refused all the same, before any restore
-            target_database_url=source.pg.url(target),
+            target_database_url=url,
             backup=source.backup_id,
             source_database=source.database,
         )
     message = str(err.value)
     assert "password" in message
     assert "PGPASSWORD" in message
-    assert source.pg.password not in message
+    assert password not in message
     assert "\n" not in message
     assert databases(source.pg, target + "%") == []
 
