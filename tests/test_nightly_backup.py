@@ -118,8 +118,11 @@ def test_nightly_backs_up_buckets_in_parallel_and_names_the_failed_part(
     assert {f"db/mirrors/{files}/up/{i}.txt" for i in range(3)} <= keys
     assert any(k.startswith("db/postgres/") and k.endswith("/manifest.json") for k in keys)
     assert any(k.startswith("db/buckets/media/") and k.endswith("/manifest.json") for k in keys)
-    artifacts = httpx.post(f"{prefect_server.api_url}/artifacts/filter", json={}).json()
-    report = [a["data"] for a in artifacts if a["key"] == "nightly-report"]
+    artifacts = httpx.post(
+        f"{prefect_server.api_url}/artifacts/filter",
+        json={"artifacts": {"key": {"any_": ["nightly-report"]}}, "sort": "CREATED_DESC"},
+    ).json()
+    report = [a["data"] for a in artifacts]
     assert any(f"mirror s3://{missing} | FAILED" in r for r in report)
 
     # Without the missing bucket the night succeeds; the mirror has nothing new to copy.
