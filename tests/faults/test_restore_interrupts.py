@@ -175,6 +175,8 @@ def held_in_its_load(
     holder = psycopg.connect(setup.pg.url(side))
     try:
         holder.execute("LOCK TABLE big IN ACCESS EXCLUSIVE MODE")
+        # The data load starts once the whole archive is in: wait for its loaders.
+        until(lambda: loaders_of(side) or proc.poll() is not None, "the data load never started")
         loaders = loaders_of(side)
         assert loaders, "the restore loaded its data before the test could hold it"
         yield side, loaders
