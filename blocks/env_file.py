@@ -10,7 +10,7 @@ applied; a literal secret is refused, so the file can live in git. One file writ
     database: {url: "postgresql://app@db:5432/app", password: "${DB_PASSWORD}"}
     store: {url: "s3://backups/prod", endpoint_url: "http://minio:9000",
             access_key_id: "${BACKUP_KEY_ID}", secret_access_key: "${BACKUP_SECRET}"}
-    target: {project_directory: /srv/app, services: [api, worker, web]}
+    target: {kind: compose, project_directory: /srv/app, services: [api, worker, web]}
     health_checks: [{kind: http, url: "http://localhost:3000/health", version_field: version}]
     migrations: {mode: native, directory: /srv/app/prisma/migrations}
     policy: {max_backup_age_hours: 24, database_rollback: restore, approve_restore: true}
@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from blocks.environment import BucketBackup, Environment, MigrationSettings, ReleasePolicy
 from blocks.errors import ConfigError
-from blocks.rollout import ComposeTargetSettings, HealthCheck
+from blocks.rollout import HealthCheck, TargetSettings
 
 REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,40}")
@@ -89,7 +89,7 @@ class EnvironmentFile(BaseModel):
     name: str
     database: DatabaseSpec
     store: StoreSpec
-    target: ComposeTargetSettings
+    target: TargetSettings
     health_checks: list[HealthCheck] = Field(default_factory=list)
     migrations: MigrationSettings = Field(default_factory=MigrationSettings)
     policy: ReleasePolicy = Field(default_factory=ReleasePolicy)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from blocks.base import SlipwayBlock, load_named
 from blocks.errors import ConfigError
 from blocks.input_checks import check_environment_name
-from blocks.rollout import ComposeTargetSettings, HealthCheck
+from blocks.rollout import HealthCheck, TargetSettings
 
 if TYPE_CHECKING:
     from blocks.notifiers import NotifierBlock
@@ -115,7 +115,9 @@ class Environment(SlipwayBlock):
 
     database_block: str = Field(description="Name of its PostgresDatabase block.")
     store_block: str = Field(description="Name of its ObjectStorage block (backups, journal).")
-    target: ComposeTargetSettings = Field(description="Where the app runs (docker compose).")
+    target: TargetSettings = Field(
+        description="Where the app runs, chosen by kind (compose: a docker compose project)."
+    )
     health_checks: list[HealthCheck] = Field(
         default_factory=list,
         description="Checks of the whole app after the rollout, e.g. its public URL with "

@@ -1,7 +1,10 @@
-"""Typed settings for rollouts: health checks, and a docker compose target.
+"""Typed settings for rollouts: health checks, and each kind of target.
 
-Plain pydantic models; an `Environment` block will extend them (their field descriptions are
-its UI form). Semantic mistakes raise `ConfigError` (one line), not a validation report.
+`TargetSettings` is chosen by `kind` (`compose` now; `kubernetes`, `ecs` and `ssh` will
+follow, each a model of its own added to the union), so each kind validates its own keys.
+A `kind`-less target is a compose one (what environments saved before `kind` hold).
+Plain pydantic models, part of the `Environment` block (their field descriptions are its
+UI form). Semantic mistakes raise `ConfigError` (one line), not a validation report.
 """
 
 from __future__ import annotations
@@ -9,10 +12,18 @@ from __future__ import annotations
 import re
 import shlex
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, Union
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from blocks.errors import ConfigError
 
@@ -99,6 +110,7 @@ class ComposeTargetSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    kind: Literal["compose"] = Field(default="compose", description="The kind of target.")
     project_directory: Path = Field(description="Directory holding the compose file(s).")
     compose_files: list[str] = Field(
         default_factory=lambda: ["docker-compose.yml"],
@@ -175,3 +187,20 @@ class ComposeTargetSettings(BaseModel):
         """The compose files as absolute paths."""
         root = self.project_directory.expanduser().absolute()
         return [root / f for f in self.compose_files]
+
+
+def _kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return str(value.get("kind", "compose"))
+    return getattr(value, "kind", None)
+
+
+# One member per kind; a new kind adds `Annotated[ItsSettings, Tag("its-kind")]`.
+TargetSettings = Annotated[
+    Union[Annotated[ComposeTargetSettings, Tag("compose")]],  # noqa: UP007
+    Discriminator(
+        _kind,
+        custom_error_type="target_kind",
+        custom_error_message="unknown target kind: the kinds are compose",
+    ),
+]

@@ -6,12 +6,9 @@ Prefect's temporary local API.
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import os
-import sys
-import threading
 from importlib.metadata import version
 from typing import Annotated, cast
 
@@ -22,7 +19,6 @@ from deployments.cli_common import (
     VerboseOpt,
     fail,
     prefect_api_down,
-    require_prefect_api,
     run_flow,
     show,
 )
@@ -42,9 +38,6 @@ env_app = typer.Typer(help="Environments as code (blocks from YAML).", no_args_i
 app.add_typer(env_app, name="env")
 webhook_app = typer.Typer(help="The git-tag webhook that starts releases.", no_args_is_help=True)
 app.add_typer(webhook_app, name="webhook")
-
-# How long `mirror` lets its early listing run alone before Prefect's import competes.
-EARLY_PLAN_WAIT = 3.0
 
 DbBlockOpt = Annotated[
     str | None, typer.Option(help="PostgresDatabase block name (default: DATABASE_URL).")
@@ -182,27 +175,20 @@ def restore(
     from blocks.errors import SlipwayError
     from blocks.input_checks import refuse_url_password
     from blocks.settings import PostgresSettings
-    from tasks import early_download
 
     try:
         refuse_url_password(target_database_url, "--target-database-url")
         target = PostgresSettings.from_url(target_database_url)
     except SlipwayError as exc:
         fail(str(exc))
-    if store_block is None:
-        # Prefect is not imported yet: the archive downloads while it loads.
-        early_download.start(source_database or target.database, backup_id)
-    try:
-        from flows.restore import restore_database
+    from flows.restore import restore_database
 
-        r = run_flow(
-            lambda: restore_database(
-                target.display(), backup_id, source_database, yes, jobs, None, store_block
-            ),
-            verbose,
-        )
-    finally:
-        early_download.discard()
+    r = run_flow(
+        lambda: restore_database(
+            target.display(), backup_id, source_database, yes, jobs, None, store_block
+        ),
+        verbose,
+    )
     show(r, as_json, r["state"])
 
 
@@ -221,20 +207,13 @@ def prune(
 ) -> None:
     """Apply retention: keep-last plus daily, weekly and monthly backups."""
     from flows.prune import prune_backups
+    from tasks.retention import RetentionPolicy
 
-    r = run_flow(
-        lambda: prune_backups(
-            dry_run,
-            keep_last,
-            keep_daily,
-            keep_weekly,
-            keep_monthly,
-            min_keep,
-            database_block,
-            store_block,
-        ),
-        verbose,
-    )
+    try:
+        policy = RetentionPolicy(keep_last, keep_daily, keep_weekly, keep_monthly, min_keep)
+    except ValueError as exc:
+        fail(str(exc))
+    r = run_flow(lambda: prune_backups(dry_run, policy, database_block, store_block), verbose)
     show(r, as_json, r["plan"])
 
 
@@ -260,24 +239,14 @@ def mirror_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Copy what is new or changed from SOURCE to DESTINATION."""
-    from tasks import early_mirror
+    from flows.mirror import mirror_bucket
 
-    require_prefect_api()
-    if not (dry_run or source_block or destination_block) and os.environ.get("PREFECT_API_URL"):
-        # Prefect is not imported yet: the copies begin while it loads, and the run that
-        # adopts them will be recorded (tasks/early_mirror.py).
-        early_mirror.start(source, destination, delete, head_start=EARLY_PLAN_WAIT)
-    try:
-        from flows.mirror import mirror_bucket
-
-        r = run_flow(
-            lambda: mirror_bucket(
-                source, destination, delete, dry_run, source_block, destination_block
-            ),
-            verbose,
-        )
-    finally:
-        early_mirror.discard()
+    r = run_flow(
+        lambda: mirror_bucket(
+            source, destination, delete, dry_run, source_block, destination_block
+        ),
+        verbose,
+    )
     text = (
         f"{r['copied']} copied ({int(r['copied_bytes']) / 1048576:.1f} MiB), "
         f"{r['deleted']} deleted, {r['unchanged']} unchanged in {r['seconds']:.1f} s"
@@ -401,26 +370,8 @@ def webhook_serve(
 
 
 def main() -> None:
-    """The `slipway` console script: the command, then a quick exit.
-
-    Tearing down an interpreter that imported Prefect takes about half a second and does
-    nothing useful. So threads are joined, exit handlers run (there Prefect drains its log
-    and event workers) and the streams are flushed, then the process ends at once.
-    """
-    code: int = 0
-    try:
-        app()
-    except SystemExit as exc:
-        if isinstance(exc.code, str):
-            print(exc.code, file=sys.stderr)
-            code = 1
-        else:
-            code = exc.code or 0
-    threading._shutdown()  # type: ignore[attr-defined]
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    """The `slipway` console script."""
+    app()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -25,18 +24,51 @@ def fail(message: str) -> NoReturn:
 
 
 def prefect_api_down() -> str | None:
-    """The configured Prefect API URL when it does not answer, else None."""
+    """The configured Prefect API URL when its /health does not answer, else None."""
     url = os.environ.get("PREFECT_API_URL")
-    return None if not url or _answers(url) else url
+    if not url:
+        return None
+    status = _status(f"{url.rstrip('/')}/health")
+    return url if status is None or status == 404 or status >= 500 else None
 
 
-@functools.cache
-def _answers(url: str) -> bool:
-    """Whether the API's /health answers (401/403 too: credentials are Prefect's to check).
+def require_prefect_api() -> None:
+    """Fail in one line, before anything runs, unless PREFECT_API_URL (when set) answers and
+    accepts this client's credentials: a run Prefect cannot record does not start."""
+    if down := prefect_api_down():
+        fail(
+            f"the Prefect API at {down} does not answer: start it, or unset PREFECT_API_URL "
+            "to run on a temporary local API"
+        )
+    url = os.environ.get("PREFECT_API_URL")
+    query = f"{(url or '').rstrip('/')}/flows/filter"
+    if url and (status := _status(query, _credentials())) in (401, 403):
+        fail(
+            f"the Prefect API at {url} refused the credentials ({status}): check "
+            "PREFECT_API_KEY (or PREFECT_API_AUTH_STRING)"
+        )
 
-    With the standard library, not httpx: its import would delay the mirror's early copies.
-    A certificate this probe cannot verify is Prefect's to judge, with its TLS settings
-    (PREFECT_API_SSL_CERT_FILE and the like).
+
+def _credentials() -> dict[str, str]:
+    """The Authorization header Prefect's client sends (its settings: environment or profile)."""
+    import base64
+
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY
+
+    if auth := PREFECT_API_AUTH_STRING.value():
+        return {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()}
+    if key := PREFECT_API_KEY.value():
+        return {"Authorization": f"Bearer {key}"}
+    return {}
+
+
+def _status(url: str, credentials: dict[str, str] | None = None) -> int | None:
+    """The HTTP status of a GET, or with `credentials` of a one-row POST query; None when
+    nothing answers.
+
+    With the standard library: httpx would add its import to every command. A certificate
+    this probe cannot verify is Prefect's to judge, with its TLS settings
+    (PREFECT_API_SSL_CERT_FILE and the like): it counts as an answer.
     """
     import http.client
     import ssl
@@ -44,27 +76,20 @@ def _answers(url: str) -> bool:
     import urllib.request
 
     if not url.startswith(("http://", "https://")):
-        return False
+        return None
+    request = urllib.request.Request(url)  # noqa: S310 - http(s) only, checked above
+    if credentials is not None:
+        headers = {"Content-Type": "application/json", **credentials}
+        request = urllib.request.Request(url, b'{"limit": 1}', headers, method="POST")  # noqa: S310
     try:
-        health = f"{url.rstrip('/')}/health"
-        with urllib.request.urlopen(health, timeout=3) as response:  # noqa: S310 - http(s)
-            status: int = response.status
+        with urllib.request.urlopen(request, timeout=3) as response:  # noqa: S310
+            return int(response.status)
     except urllib.error.HTTPError as exc:
-        status = exc.code
+        return exc.code
     except urllib.error.URLError as exc:
-        return isinstance(exc.reason, ssl.SSLCertVerificationError)
+        return 200 if isinstance(exc.reason, ssl.SSLCertVerificationError) else None
     except (OSError, http.client.HTTPException, ValueError):
-        return False
-    return status != 404 and status < 500
-
-
-def require_prefect_api() -> None:
-    """Fail in one line, before anything runs, when PREFECT_API_URL does not answer."""
-    if down := prefect_api_down():
-        fail(
-            f"the Prefect API at {down} does not answer: start it, or unset PREFECT_API_URL "
-            "to run on a temporary local API"
-        )
+        return None
 
 
 def _foreground_settings() -> contextlib.AbstractContextManager[object]:

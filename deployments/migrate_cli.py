@@ -10,9 +10,11 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from deployments.cli_common import JsonOpt, fail
 
 if TYPE_CHECKING:
     from blocks.settings import PostgresSettings
@@ -35,12 +37,6 @@ DatabaseUrlOpt = Annotated[
 MigrationsOpt = Annotated[
     Path, typer.Option("--migrations", help="The migrations folder (prisma/migrations).")
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 def _database(url: str | None) -> tuple[PostgresSettings, str | None]:
@@ -54,14 +50,14 @@ def _database(url: str | None) -> tuple[PostgresSettings, str | None]:
         if url:
             refuse_url_password(url, "--database-url")
     except SlipwayError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     url = url or os.environ.get("DATABASE_URL")
     if not url:
-        _fail("no database: pass --database-url or set DATABASE_URL")
+        fail("no database: pass --database-url or set DATABASE_URL")
     try:
         return PostgresSettings.from_url(url), schema_from_url(url)
     except SlipwayError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _progress() -> logging.Logger:
@@ -93,7 +89,7 @@ def status(
     try:
         found = migration_status(db, migrations, schema=schema)
     except SlipwayError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         typer.echo(json.dumps({**found.model_dump(mode="json"), "ok": found.ok}))
     else:
@@ -135,9 +131,9 @@ def deploy(
         report = deploy_migrations(db, migrations, dry_run=dry_run, schema=schema, log=_progress())
     except MigrationFailed as exc:
         typer.echo(exc.logs.rstrip(), err=True)
-        _fail(str(exc))
+        fail(str(exc))
     except SlipwayError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         typer.echo(report.model_dump_json())
     elif dry_run:
@@ -171,7 +167,7 @@ def resolve(
     try:
         resolve_migration(db, migrations, applied=applied, rolled_back=rolled_back, schema=schema)
     except SlipwayError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if applied:
         typer.echo(f"Migration {applied} marked as applied.")
     else:

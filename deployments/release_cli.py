@@ -81,14 +81,15 @@ def status_cmd(env: EnvOpt, as_json: JsonOpt = False) -> None:
     _checked(env)
     from blocks.environment import Environment
     from blocks.errors import SlipwayError
-    from tasks.compose_target import ComposeTarget
     from tasks.deploy_lock import describe, lock_holder
     from tasks.release_journal import NEEDS_ROLLBACK, list_releases
+    from tasks.rollout import open_target
 
     try:
         environment = Environment.resolve(env)
         store = environment.store()
-        live = ComposeTarget(environment.target).live_versions()
+        with open_target(environment.target) as target:
+            live = target.live_versions()
         holder = lock_holder(environment.database(), env)
         releases = [j.record for j in list_releases(store.client(), store, env)[:10]]
     except SlipwayError as exc:

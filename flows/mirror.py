@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -11,8 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from blocks.errors import SlipwayError
 from blocks.object_storage import ObjectStorage
 from flows.progress import ProgressArtifact
-from tasks import early_mirror
-from tasks.bucket_mirror import MirrorResult, delete_gone, mirror
+from tasks.bucket_mirror import MirrorResult, mirror
 from tasks.notify import HOOKS
 from tasks.object_locations import AnyLocation, parse_location
 
@@ -69,21 +67,10 @@ def mirror_bucket(
     mirrored, and the run then fails naming the first, so no one takes it for complete.
     """
     logger = get_run_logger()
-    early = None
-    if not (dry_run or source_block or destination_block):
-        early = early_mirror.adopt(source, destination, delete)
+    src = resolve_location(source, source_block, "SLIPWAY_SOURCE_")
+    dst = resolve_location(destination, destination_block, "AWS_")
     with ProgressArtifact("mirror-progress", f"mirror {source} -> {destination}") as progress:
-        if early is not None:
-            logger.info(
-                "the mirror has been copying since slipway started, %.1f s ago",
-                time.monotonic() - early.started,
-            )
-            dst, result = early.finish(progress.record)
-            result = delete_gone(dst, result)
-        else:
-            src = resolve_location(source, source_block, "SLIPWAY_SOURCE_")
-            dst = resolve_location(destination, destination_block, "AWS_")
-            result = mirror(src, dst, delete=delete, dry_run=dry_run, on_progress=progress.record)
+        result = mirror(src, dst, delete=delete, dry_run=dry_run, on_progress=progress.record)
     if dry_run:
         logger.info("%s", result.plan.render())
     for skipped in result.plan.skipped:

@@ -32,26 +32,17 @@ def database_part(
     compression: Compression,
     level: int,
     drill: bool,
-    policy: RetentionPolicy,
+    retention: RetentionPolicy,
 ) -> dict[str, Any]:
     manifest = backup_database(database_block, store_block, compression, level)
     verification = verify_backup(manifest["id"], drill, database_block, store_block)
-    pruned = prune_backups(
-        False,
-        policy.keep_last,
-        policy.keep_daily,
-        policy.keep_weekly,
-        policy.keep_monthly,
-        policy.min_keep,
-        database_block,
-        store_block,
-    )
+    pruned = prune_backups(False, retention, database_block, store_block)
     return {"backup": manifest, "verification": verification, "prune": pruned}
 
 
 @task(cache_policy=NO_CACHE, name="bucket-part")
 def bucket_part(
-    bucket: BucketBackup, store_block: str | None, policy: RetentionPolicy
+    bucket: BucketBackup, store_block: str | None, retention: RetentionPolicy
 ) -> dict[str, Any]:
     name = bucket.name or snapshot_name(bucket.source)
     if bucket.mode == "mirror":
@@ -66,16 +57,7 @@ def bucket_part(
         )
     snapshot = snapshot_bucket(bucket.source, name, 3, bucket.source_block, store_block)
     verify_snapshot(name, snapshot["id"], store_block)
-    pruned = prune_snapshots(
-        name,
-        False,
-        policy.keep_last,
-        policy.keep_daily,
-        policy.keep_weekly,
-        policy.keep_monthly,
-        policy.min_keep,
-        store_block,
-    )
+    pruned = prune_snapshots(name, False, retention, store_block)
     return {"snapshot": snapshot, "prune": pruned}
 
 
@@ -99,11 +81,7 @@ def nightly_backup(
     compression: Compression = "zstd",
     level: int = 1,
     drill: bool = False,
-    keep_last: int = 7,
-    keep_daily: int = 7,
-    keep_weekly: int = 4,
-    keep_monthly: int = 6,
-    min_keep: int = 3,
+    retention: RetentionPolicy = RetentionPolicy(),  # noqa: B008 - frozen, so shared safely
     buckets: list[BucketBackup] | None = None,
 ) -> dict[str, Any]:
     """Back up the database (verify it, then prune) and each of the app's buckets.
@@ -116,11 +94,8 @@ def nightly_backup(
         compression: zstd, or gzip for compatibility.
         level: Compression level.
         drill: Also restore the new backup into a scratch database and compare row counts.
-        keep_last: Retention: the newest backups kept whatever their age.
-        keep_daily: Retention: one per day for this many days.
-        keep_weekly: Retention: one per week for this many weeks.
-        keep_monthly: Retention: one per month for this many months.
-        min_keep: Retention never goes below this many backups.
+        retention: How many backups and snapshots to keep: the newest (keep_last), one per
+            day, week and month for that many of each, and never fewer than min_keep.
         buckets: The app's buckets, each mirrored or snapshotted into the backup store
             (default: the environment's).
     """
@@ -129,16 +104,15 @@ def nightly_backup(
         database_block = database_block or environment.database_block
         store_block = store_block or environment.store_block
         buckets = buckets if buckets is not None else environment.buckets
-    policy = RetentionPolicy(keep_last, keep_daily, keep_weekly, keep_monthly, min_keep)
     parts: dict[str, PrefectFuture[Any]] = {
         "database": database_part.submit(
-            database_block, store_block, compression, level, drill, policy
+            database_block, store_block, compression, level, drill, retention
         )
     }
     for bucket in buckets or []:
         label = f"{bucket.mode} {bucket.source}"
         parts[label] = bucket_part.with_options(name=f"bucket-{bucket.mode}").submit(
-            bucket, store_block, policy
+            bucket, store_block, retention
         )
     errors = {label: _error(future) for label, future in parts.items()}
     lines = ["# Nightly backup", "", "| part | outcome |", "|---|---|"]

@@ -18,25 +18,20 @@ from tasks.retention import BackupRef, RetentionPolicy, plan_retention
 @flow(name="prune-backups", **HOOKS)
 def prune_backups(
     dry_run: bool = False,
-    keep_last: int = 7,
-    keep_daily: int = 7,
-    keep_weekly: int = 4,
-    keep_monthly: int = 6,
-    min_keep: int = 3,
+    retention: RetentionPolicy = RetentionPolicy(),  # noqa: B008 - frozen, so shared safely
     database_block: str | None = None,
     store_block: str | None = None,
 ) -> dict[str, Any]:
     """Apply the retention policy to the database's backups (dry_run: only print the plan).
 
-    The newest verified backup is always kept, and never fewer than min_keep.
+    The newest verified backup is always kept, and never fewer than `retention.min_keep`.
     """
-    policy = RetentionPolicy(keep_last, keep_daily, keep_weekly, keep_monthly, min_keep)
     db = PostgresDatabase.resolve(database_block)
     store = ObjectStorage.resolve(store_block)
     client = store.client()
     entries = {e.manifest.id: e for e in list_backups(client, store, db.database)}
     plan = plan_retention(
-        [BackupRef(i, e.manifest.created_at, e.verified) for i, e in entries.items()], policy
+        [BackupRef(i, e.manifest.created_at, e.verified) for i, e in entries.items()], retention
     )
     logger = get_run_logger()
     logger.info("retention plan%s:\n%s", " (dry run)" if dry_run else "", plan.render())

@@ -23,14 +23,13 @@ from blocks.postgres import PostgresDatabase
 from flows.backup import backup_database
 from flows.rollback import rollback
 from flows.verify import verify_backup
-from tasks.compose_target import ComposeTarget
 from tasks.deploy_lock import deploy_lock, run_label
-from tasks.health import app_health_task
 from tasks.notify import HOOKS
 from tasks.preflight import Preflight, migrations_dir, run_preflight
 from tasks.prisma import deploy_migrations, prisma_cli_deploy
 from tasks.release_journal import Journal, ReleaseRecord
-from tasks.rollout import deploy_task, stop_services_task
+from tasks.rollout import RolloutTarget, open_target
+from tasks.rollout.steps import app_health_task, deploy_task, stop_services_task
 
 
 class ReleaseFailed(SlipwayError):
@@ -42,7 +41,7 @@ def preflight_task(
     environment: Environment,
     db: PostgresDatabase,
     store: ObjectStorage,
-    target: ComposeTarget,
+    target: RolloutTarget,
     version: str,
     skip: list[str],
 ) -> Preflight:
@@ -118,10 +117,12 @@ def release(
     env = environment.block_name  # the lock and the journal are the loaded block's
     db = environment.database()
     store = environment.store()
-    target = ComposeTarget(environment.target)
     logger = get_run_logger()
     holder = f"release {version} ({run_label()})"
-    with deploy_lock(db, env, holder, environment.policy.lock_wait_seconds):
+    with (
+        open_target(environment.target) as target,
+        deploy_lock(db, env, holder, environment.policy.lock_wait_seconds),
+    ):
         preflight = preflight_task(environment, db, store, target, version, skip)
         before = target.current_version()
         if dry_run:
@@ -180,7 +181,7 @@ def _release_steps(
     journal: Journal,
     environment: Environment,
     db: PostgresDatabase,
-    target: ComposeTarget,
+    target: RolloutTarget,
     preflight: Preflight,
     version: str,
     before: str | None,
@@ -214,7 +215,7 @@ def _release_steps(
     with journal.step("rollout") as step:
         step.detail = deploy_task(target, version)
     with journal.step("health") as step:
-        step.detail = app_health_task(environment.health_checks, version)
+        step.detail = app_health_task(target, environment.health_checks, version)
 
 
 def _dry_run_report(

@@ -17,7 +17,6 @@ from blocks.errors import SlipwayError
 from blocks.input_checks import refuse_url_password
 from blocks.object_storage import ObjectStorage
 from blocks.postgres import PostgresDatabase
-from tasks import early_download
 from tasks import postgres as pg
 from tasks import restore_swap as swap
 from tasks.approval import wait_for_approval
@@ -63,19 +62,9 @@ def restore_and_swap(
         try:
             # The schema goes into the new database while the archive downloads; data only
             # once its checksum matched. The target is not touched.
-            early = early_download.adopt(store, entry)
-            if early is not None:
-                logger.info("the archive has been downloading since slipway started")
-            scratch = early.scratch if early else scratch_dir(entry.manifest.raw_bytes)
-            with scratch as tmp:
+            with scratch_dir(entry.manifest.raw_bytes) as tmp:
                 restore_from_store(
-                    store.client(),
-                    store,
-                    entry,
-                    target.with_database(new),
-                    Path(tmp),
-                    jobs,
-                    early.download if early else None,
+                    store.client(), store, entry, target.with_database(new), Path(tmp), jobs
                 )
             previous = swap.swap_in(admin, target, new, yes)
         except BaseException as exc:

@@ -24,9 +24,7 @@ from blocks.input_checks import check_version
 from flows.restore import restore_database
 from tasks.approval import ask_approval, wait_for_approval
 from tasks.backup_catalog import utcnow
-from tasks.compose_target import ComposeTarget
 from tasks.deploy_lock import deploy_lock, run_label
-from tasks.health import app_health_task
 from tasks.notify import HOOKS, Emergency
 from tasks.release_journal import (
     NEEDS_ROLLBACK,
@@ -37,7 +35,8 @@ from tasks.release_journal import (
     list_releases,
     system_metrics,
 )
-from tasks.rollout import deploy_task, stop_services_task
+from tasks.rollout import RolloutTarget, open_target
+from tasks.rollout.steps import app_health_task, deploy_task, stop_services_task
 
 
 def pick_release(journals: list[Journal], release_id: str | None) -> Journal | None:
@@ -77,7 +76,7 @@ def database_plan(journal: Journal, environment: Environment) -> tuple[bool, str
     return True, f"restore pre-release backup {record.backup_id} (policy {policy})"
 
 
-def redeploy(target: ComposeTarget, version: str | None) -> str:
+def redeploy(target: RolloutTarget, version: str | None) -> str:
     if version is None:
         return "nothing was deployed before the release: " + stop_services_task(target)
     return deploy_task(target, version)
@@ -111,7 +110,6 @@ def rollback(
     db = environment.database()
     store = environment.store()
     client = store.client()
-    target = ComposeTarget(environment.target)
     if not inside_release and environment.policy.approve_rollback:
         wait_for_approval(
             f"roll back {env}" + (f" to {to_version}" if to_version else ""),
@@ -122,7 +120,7 @@ def rollback(
         if inside_release
         else deploy_lock(db, env, f"rollback ({run_label()})", environment.policy.lock_wait_seconds)
     )
-    with lock:
+    with open_target(environment.target) as target, lock:
         if release_id:
             journal: Journal | None = find_release(client, store, env, release_id)
         else:
@@ -133,7 +131,7 @@ def rollback(
                     f"nothing to roll back in {env}: no release journal; pass --to VERSION"
                 )
             detail = redeploy(target, to_version)
-            health = app_health_task(environment.health_checks, to_version)
+            health = app_health_task(target, environment.health_checks, to_version)
             return {
                 "version": to_version,
                 "database_restored": False,
@@ -145,7 +143,7 @@ def rollback(
 def _undo(
     journal: Journal,
     environment: Environment,
-    target: ComposeTarget,
+    target: RolloutTarget,
     to_version: str | None,
     yes: bool,
     inside_release: bool,
@@ -199,7 +197,7 @@ def _undo(
             step.detail = redeploy(target, version)
         if version is not None:
             with journal.step("health", rb.steps) as step:
-                step.detail = app_health_task(environment.health_checks, version)
+                step.detail = app_health_task(target, environment.health_checks, version)
     except BaseException as exc:
         error = str(exc) if isinstance(exc, SlipwayError) else f"{type(exc).__name__}: {exc}"
         rb.status, rb.error = "failed", error
@@ -222,7 +220,7 @@ def _undo(
     }
 
 
-def _finish(journal: Journal, rb: RollbackRecord, target: ComposeTarget) -> None:
+def _finish(journal: Journal, rb: RollbackRecord, target: RolloutTarget) -> None:
     record = journal.record
     rb.finished_at = utcnow()
     duration = (rb.finished_at - rb.started_at).total_seconds()
@@ -234,6 +232,6 @@ def _finish(journal: Journal, rb: RollbackRecord, target: ComposeTarget) -> None
         status="success" if rb.status == "succeeded" else "failure",
         hostname=record.hostname,
         user=record.user,
-        system_metrics=system_metrics(target.docker_client()),
+        system_metrics=system_metrics(target.usage()),
     )
     journal.save()

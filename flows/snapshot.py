@@ -118,19 +118,14 @@ def verify_snapshot(name: str, snapshot: str = "latest", store_block: str | None
 def prune_snapshots(
     name: str,
     dry_run: bool = False,
-    keep_last: int = 7,
-    keep_daily: int = 7,
-    keep_weekly: int = 4,
-    keep_monthly: int = 6,
-    min_keep: int = 3,
+    retention: RetentionPolicy = RetentionPolicy(),  # noqa: B008 - frozen, so shared safely
     store_block: str | None = None,
 ) -> dict[str, Any]:
     """Retention for a bucket's snapshots, with the same rules as the database backups."""
-    policy = RetentionPolicy(keep_last, keep_daily, keep_weekly, keep_monthly, min_keep)
     store = ObjectStorage.resolve(store_block)
     entries = {e.manifest.id: e for e in list_snapshots(store, name)}
     plan = plan_retention(
-        [BackupRef(i, e.manifest.created_at, e.verified) for i, e in entries.items()], policy
+        [BackupRef(i, e.manifest.created_at, e.verified) for i, e in entries.items()], retention
     )
     get_run_logger().info("snapshot retention plan for %s:\n%s", name, plan.render())
     if not dry_run:

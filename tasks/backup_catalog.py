@@ -1,5 +1,7 @@
 """The catalog of database backups in the store: ids, key layout, manifests, verifications.
 
+Bucket snapshots (`tasks/bucket_snapshot.py`) share its entries, listing and lookup.
+
 Layout under the store's prefix, one folder per backup:
     postgres/<database>/<backup id>/owner.json       written first: who runs the backup
     postgres/<database>/<backup id>/dump.pgc.zst     pg_dump -Fc -Z0, compressed by Slipway
@@ -16,9 +18,9 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -68,20 +70,30 @@ class StoredObject(BaseModel):
     sha256: str
 
 
-class Manifest(BaseModel):
-    """What a backup is. Written last: a dump without it is not a backup."""
+class CatalogManifest(BaseModel):
+    """What every manifest (a backup's, a snapshot's) records. Written last: a folder
+    without one is unfinished, not a backup."""
 
     format: int = 1
-    kind: Literal["postgres"] = "postgres"
     id: str
     status: Literal["complete"] = "complete"
+    started_at: datetime
+    finished_at: datetime
+    duration_seconds: float
+
+    @property
+    def created_at(self) -> datetime:
+        return backup_time(self.id)
+
+
+class Manifest(CatalogManifest):
+    """What a database backup is."""
+
+    kind: Literal["postgres"] = "postgres"
     database: str
     server: str = Field(description="host:port of the server dumped")
     server_version: str
     pg_dump_version: str
-    started_at: datetime
-    finished_at: datetime
-    duration_seconds: float
     dump_seconds: float = Field(description="dump-to-upload stage alone")
     raw_bytes: int
     compression: Compression
@@ -92,10 +104,6 @@ class Manifest(BaseModel):
     app_version: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
 
-    @property
-    def created_at(self) -> datetime:
-        return backup_time(self.id)
-
 
 class Verification(BaseModel):
     backup_id: str
@@ -105,13 +113,21 @@ class Verification(BaseModel):
     detail: str
 
 
-class BackupEntry(BaseModel):
-    manifest: Manifest
+M = TypeVar("M", bound=CatalogManifest)
+
+
+class CatalogEntry(BaseModel, Generic[M]):
+    """One complete backup or snapshot: its manifest and its latest verification."""
+
+    manifest: M
     verification: Verification | None = None
 
     @property
     def verified(self) -> bool:
         return self.verification is not None and self.verification.ok
+
+
+BackupEntry = CatalogEntry[Manifest]
 
 
 def name_segment(name: str) -> str:
@@ -187,27 +203,44 @@ def complete_folders(
             yield raw, read_json(client, store.bucket, f"{folder}/{VERIFICATION}")
 
 
+def list_entries(
+    client: S3Client, store: StorageSettings, root: str, kind: type[CatalogEntry[M]]
+) -> list[CatalogEntry[M]]:
+    """The complete entries (folders with a manifest) under `root`, newest first."""
+    return [
+        kind.model_validate({"manifest": raw, "verification": ver or None})
+        for raw, ver in complete_folders(client, store, root)
+    ]
+
+
 def list_backups(client: S3Client, store: StorageSettings, database: str) -> list[BackupEntry]:
     """Complete backups (those with a manifest), newest first."""
-    return [
-        BackupEntry(
-            manifest=Manifest.model_validate(raw),
-            verification=Verification.model_validate(ver) if ver else None,
-        )
-        for raw, ver in complete_folders(client, store, database_root(store, database))
-    ]
+    return list_entries(client, store, database_root(store, database), BackupEntry)
+
+
+def find_entry(
+    entries: Sequence[CatalogEntry[M]], ref: str, *, none: str, unknown: str
+) -> CatalogEntry[M]:
+    """The entry with id `ref`, or with `latest` the newest (`entries` are newest first).
+
+    Raises `SlipwayError(none)` when there are no entries, `SlipwayError(unknown)` when none
+    has that id.
+    """
+    if not entries:
+        raise SlipwayError(none)
+    if ref == "latest":
+        return entries[0]
+    for entry in entries:
+        if entry.manifest.id == ref:
+            return entry
+    raise SlipwayError(unknown)
 
 
 def find_backup(client: S3Client, store: StorageSettings, database: str, ref: str) -> BackupEntry:
     """A backup by id, or `latest`."""
-    backups = list_backups(client, store, database)
-    if not backups:
-        raise SlipwayError(
-            f"no backups of {database!r} in {database_url(store, database)}: run `slipway backup`"
-        )
-    if ref == "latest":
-        return backups[0]
-    for entry in backups:
-        if entry.manifest.id == ref:
-            return entry
-    raise SlipwayError(f"no backup {ref!r} of {database!r}: see `slipway backups list`")
+    return find_entry(
+        list_backups(client, store, database),
+        ref,
+        none=f"no backups of {database!r} in {database_url(store, database)}: run `slipway backup`",
+        unknown=f"no backup {ref!r} of {database!r}: see `slipway backups list`",
+    )

@@ -17,7 +17,7 @@ from typing import Literal
 from blocks.errors import SlipwayError
 from tasks.endpoint_identity import overlaps
 from tasks.local_files import key_problem
-from tasks.object_copy import copy_one, request_only
+from tasks.object_copy import copy_one
 from tasks.object_locations import (
     SHA256,
     SOURCE_ETAG,
@@ -82,7 +82,6 @@ class MirrorResult:
     seconds: float = 0.0
     list_seconds: float = 0.0
     failures: list[str] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)  # monotonic clock, for `seconds`
 
     def summary(self) -> dict[str, object]:
         p = self.plan
@@ -222,12 +221,8 @@ def run_copies(
     *,
     stamp: bool = True,
     on_progress: Progress = lambda done, total: None,
-    stop: threading.Event | None = None,
 ) -> tuple[int, int, list[str]]:
-    """Copy concurrently; returns (objects, bytes, failures). Failures do not stop others.
-
-    stop: once set, copies not yet begun are skipped (those under way finish).
-    """
+    """Copy concurrently; returns (objects, bytes, failures). Failures do not stop others."""
     # Largest first: a long copy started last would run on alone at the end.
     todo = sorted(actions, key=lambda a: a.size, reverse=True)
     total = sum(a.size for a in todo)
@@ -244,30 +239,12 @@ def run_copies(
             done = done_bytes
         on_progress(done, total)
 
-    def one(action: Action) -> int | None:
-        if stop is not None and stop.is_set():
-            return None
+    def one(action: Action) -> int:
         listed = ObjectInfo(action.key, action.size, action.etag)
         return copy_one(src, dst, action.key, stamp=stamp, listed=listed)
 
-    # Bare same-endpoint copies go out in one batch, without a thread each; the pool takes
-    # the others, then what the batch did not do (retried there, errors worded there).
-    batch: list[Action] = []
-    if (
-        isinstance(src, S3Location)
-        and isinstance(dst, S3Location)
-        and src.settings.same_endpoint(dst.settings)
-    ):
-        batch = [a for a in todo if request_only(stamp, ObjectInfo(a.key, a.size, a.etag))]
-    in_batch = {id(a) for a in batch}
     with ThreadPoolExecutor(WORKERS) as pool:
-        futures = {pool.submit(one, a): a for a in todo if id(a) not in in_batch}
-        if batch:
-            assert isinstance(src, S3Location)
-            assert isinstance(dst, S3Location)
-            keys = [a.key for a in batch]
-            left = dst.copy_many_from(src, keys, lambda i: count(batch[i].size), stop)
-            futures.update({pool.submit(one, batch[i]): batch[i] for i in left})
+        futures = {pool.submit(one, a): a for a in todo}
         for future in as_completed(futures):
             action = futures[future]
             try:
@@ -278,8 +255,7 @@ def run_copies(
             except Exception as exc:  # one object's failure is reported, the rest go on
                 failures.append(f"{action.key}: {type(exc).__name__}: {exc}")
                 continue
-            if size is not None:  # else stopped before it began
-                count(size)
+            count(size)
     return done_objects, done_bytes, failures
 
 
@@ -292,43 +268,17 @@ def mirror(
     on_progress: Progress = lambda done, total: None,
 ) -> MirrorResult:
     """Make `dst` hold what `src` holds. Deletions only after a complete, error-free run."""
-    result = copy_changes(src, dst, delete=delete, dry_run=dry_run, on_progress=on_progress)
-    return delete_gone(dst, result)
-
-
-def copy_changes(
-    src: AnyLocation,
-    dst: AnyLocation,
-    *,
-    delete: bool = False,
-    dry_run: bool = False,
-    on_progress: Progress = lambda done, total: None,
-    stop: threading.Event | None = None,
-) -> MirrorResult:
-    """A mirror's first part: check both sides, plan (deletions included), copy."""
     started = time.monotonic()
     src.check(must_exist=True)
     dst.check(must_exist=isinstance(dst, S3Location))
     plan, list_seconds = plan_mirror(src, dst, delete)
-    result = MirrorResult(plan, dry_run, list_seconds=list_seconds, started=started)
+    result = MirrorResult(plan, dry_run, list_seconds=list_seconds)
     if not dry_run:
         result.copied, result.copied_bytes, result.failures = run_copies(
-            src, dst, plan.copy, on_progress=on_progress, stop=stop
+            src, dst, plan.copy, on_progress=on_progress
         )
+        if plan.delete and not result.failures:
+            dst.delete([a.key for a in plan.delete])
+            result.deleted = len(plan.delete)
     result.seconds = time.monotonic() - started
-    return result
-
-
-def delete_gone(dst: AnyLocation, result: MirrorResult) -> MirrorResult:
-    """A mirror's second part: the planned deletions, only if every copy succeeded."""
-    plan = result.plan
-    if not result.dry_run and plan.delete and not result.failures:
-        if result.copied < len(plan.copy):
-            raise SlipwayError(
-                f"the mirror to {dst.describe()} stopped before its last copy; "
-                "nothing was deleted, run it again"
-            )
-        dst.delete([a.key for a in plan.delete])
-        result.deleted = len(plan.delete)
-    result.seconds = time.monotonic() - result.started
     return result

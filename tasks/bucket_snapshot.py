@@ -21,7 +21,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime
 from typing import IO, Literal
 
 import zstandard
@@ -31,10 +30,11 @@ from blocks.errors import SlipwayError
 from blocks.settings import StorageSettings
 from tasks.backup_catalog import (
     MANIFEST,
+    CatalogEntry,
+    CatalogManifest,
     StoredObject,
-    Verification,
-    backup_time,
-    complete_folders,
+    find_entry,
+    list_entries,
     utcnow,
     write_json,
 )
@@ -63,18 +63,12 @@ class SnapshotObject(BaseModel):
     metadata: dict[str, str] = Field(default_factory=dict)
 
 
-class SnapshotManifest(BaseModel):
-    """What a snapshot is. Written last: an archive without it is not a snapshot."""
+class SnapshotManifest(CatalogManifest):
+    """What a bucket snapshot is."""
 
-    format: int = 1
     kind: Literal["bucket-snapshot"] = "bucket-snapshot"
-    id: str
-    status: Literal["complete"] = "complete"
     name: str
     source: str
-    started_at: datetime
-    finished_at: datetime
-    duration_seconds: float
     compression_level: int
     archive: StoredObject
     object_count: int
@@ -83,18 +77,8 @@ class SnapshotManifest(BaseModel):
     # "'key': why" for each source entry left out (a dangling or directory link, a pipe...)
     skipped: list[str] = Field(default_factory=list)
 
-    @property
-    def created_at(self) -> datetime:
-        return backup_time(self.id)
 
-
-class SnapshotEntry(BaseModel):
-    manifest: SnapshotManifest
-    verification: Verification | None = None
-
-    @property
-    def verified(self) -> bool:
-        return self.verification is not None and self.verification.ok
+SnapshotEntry = CatalogEntry[SnapshotManifest]
 
 
 def snapshot_root(store: StorageSettings, name: str) -> str:
@@ -107,28 +91,18 @@ def snapshot_folder(store: StorageSettings, name: str, snapshot_id: str) -> str:
 
 def list_snapshots(store: StorageSettings, name: str) -> list[SnapshotEntry]:
     """Complete snapshots of `name` (those with a manifest), newest first."""
-    return [
-        SnapshotEntry(
-            manifest=SnapshotManifest.model_validate(raw),
-            verification=Verification.model_validate(ver) if ver else None,
-        )
-        for raw, ver in complete_folders(store.client(), store, snapshot_root(store, name))
-    ]
+    return list_entries(store.client(), store, snapshot_root(store, name), SnapshotEntry)
 
 
 def find_snapshot(store: StorageSettings, name: str, ref: str) -> SnapshotEntry:
     """A snapshot of `name` by id, or `latest`."""
-    snapshots = list_snapshots(store, name)
-    if not snapshots:
-        raise SlipwayError(
-            f"no snapshots of {name!r} in {store.url('buckets', name)}: run `slipway snapshot`"
-        )
-    if ref == "latest":
-        return snapshots[0]
-    for entry in snapshots:
-        if entry.manifest.id == ref:
-            return entry
-    raise SlipwayError(f"no snapshot {ref!r} of {name!r}: see {store.url('buckets', name)}")
+    where = store.url("buckets", name)
+    return find_entry(
+        list_snapshots(store, name),
+        ref,
+        none=f"no snapshots of {name!r} in {where}: run `slipway snapshot`",
+        unknown=f"no snapshot {ref!r} of {name!r}: see {where}",
+    )
 
 
 def _fetch(src: AnyLocation, obj: ObjectInfo) -> tuple[bytes, ObjectMeta]:

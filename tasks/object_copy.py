@@ -112,7 +112,7 @@ def copy_one(
     return info.size
 
 
-def request_only(stamp: bool, listed: ObjectInfo | None) -> bool:
+def _request_only(stamp: bool, listed: ObjectInfo | None) -> bool:
     """Whether a same-endpoint copy is the bare request: same bytes, same single-part ETag,
     same metadata, so nothing to add and no HEAD needed. (S3 refuses single copies above
     5 GiB; such objects have multi-part ETags anyway.)"""
@@ -122,7 +122,7 @@ def request_only(stamp: bool, listed: ObjectInfo | None) -> bool:
 def _server_side_copy(
     src: S3Location, dst: S3Location, key: str, stamp: bool, listed: ObjectInfo | None
 ) -> int:
-    if request_only(stamp, listed):
+    if _request_only(stamp, listed):
         assert listed is not None
         dst.copy_from(src, key, key, None)
         return listed.size

@@ -13,8 +13,7 @@ import mimetypes
 import os
 import shutil
 import tempfile
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +25,6 @@ from blocks.errors import SlipwayError
 from blocks.settings import StorageSettings
 from tasks.local_files import TMP_PREFIX, key_problem, walk
 from tasks.object_storage import UPLOAD_CONFIG, storage_error
-from tasks.server_side_copy import CopyJob, copier_for
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -108,7 +106,6 @@ class S3Location:
         self.settings = settings
         self.page_size = page_size
         self.client: S3Client = settings.client(max_connections=connections)
-        self._copier = copier_for(settings)
         self.root = settings.prefix.strip("/") + "/" if settings.prefix.strip("/") else ""
 
     def describe(self) -> str:
@@ -194,15 +191,10 @@ class S3Location:
         return ObjectInfo(key, size)
 
     def copy_from(self, other: S3Location, key: str, dst_key: str, meta: ObjectMeta | None) -> None:
-        """Server-side copy (same endpoint); `meta` replaces the metadata, None keeps it."""
-        if meta is None and self._copier is not None:
-            self._copier.copy(
-                other.settings.bucket,
-                other.full_key(key),
-                self.settings.bucket,
-                self.full_key(dst_key),
-            )
-            return
+        """Server-side copy (same endpoint); `meta` replaces the metadata, None keeps it.
+
+        botocore retries transient failures (a 200 answer carrying an error among them).
+        """
         source: CopySourceTypeDef = {"Bucket": other.settings.bucket, "Key": other.full_key(key)}
         extra: dict[str, Any] = {}
         if meta is not None:
@@ -213,27 +205,6 @@ class S3Location:
             )
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(exc) from exc
-
-    def copy_many_from(
-        self,
-        other: S3Location,
-        keys: Sequence[str],
-        on_copied: Callable[[int], None],
-        stop: threading.Event | None = None,
-    ) -> list[int]:
-        """First attempts of many same-endpoint copies that keep their metadata, in one batch.
-
-        Returns the indexes of the keys not copied, for `copy_from` to retry or report.
-        """
-        if self._copier is None:
-            return list(range(len(keys)))
-        jobs = [
-            CopyJob(
-                other.settings.bucket, other.full_key(k), self.settings.bucket, self.full_key(k)
-            )
-            for k in keys
-        ]
-        return self._copier.copy_many(jobs, on_copied, stop)
 
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):

@@ -145,7 +145,6 @@ class ArchiveDownload:
         self.directory = directory
         self.file = GrowingFile(directory / f"{entry.manifest.id}.pgc")
         self._error: BaseException | None = None
-        self._cancelled = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(client, store), daemon=True)
         self._thread.start()
 
@@ -155,10 +154,6 @@ class ArchiveDownload:
         try:
             with ThreadPoolExecutor(1) as writer:
                 for plain in hashed_plain_chunks(client, store, self.entry):
-                    if self._cancelled.is_set():
-                        raise SlipwayError(
-                            f"the download of backup {self.entry.manifest.id} stopped"
-                        )
                     if len(writes) >= WRITES_AHEAD:
                         writes.popleft().result()
                     writes.append(writer.submit(self.file.append, plain))
@@ -185,11 +180,6 @@ class ArchiveDownload:
         self._thread.join()
         return self._error
 
-    def cancel(self) -> None:
-        """Stop downloading (the file is left for its directory's owner to remove)."""
-        self._cancelled.set()
-        self._thread.join()
-
 
 def restore_from_store(
     client: S3Client,
@@ -198,24 +188,16 @@ def restore_from_store(
     db: PostgresSettings,
     directory: Path,
     jobs: int = 2,
-    download: ArchiveDownload | None = None,
 ) -> None:
     """Restore `entry` into the existing, empty database `db`; raises if anything fails.
 
     Only the schema is created before the checksum matched: a damaged archive (size,
     checksum, compression) raises with no data loaded, and the caller drops `db`.
-    `download`, when given, is this entry's download already under way.
     """
-    try:
-        with pg.connect(db) as conn:
-            major = pg.server_major(conn)
-        tool = pg.pg_tool("pg_restore", major)
-    except BaseException:
-        if download is not None:
-            download.cancel()  # nothing will read it
-        raise
-    if download is None:
-        download = ArchiveDownload(client, store, entry, directory)
+    with pg.connect(db) as conn:
+        major = pg.server_major(conn)
+    tool = pg.pg_tool("pg_restore", major)
+    download = ArchiveDownload(client, store, entry, directory)
     archive = download.file
     children: list[subprocess.Popen[bytes]] = []
     try:

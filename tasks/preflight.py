@@ -24,7 +24,7 @@ from blocks.postgres import PostgresDatabase
 from tasks import postgres as pg
 from tasks.backup_catalog import list_backups, utcnow
 from tasks.prisma import MigrationStatus, migration_status
-from tasks.rollout import RolloutTarget
+from tasks.rollout.base import RolloutTarget
 
 CHECKS = ("disk", "database", "tools", "target", "migrations", "backup")
 

@@ -11,11 +11,11 @@ import getpass
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
@@ -210,8 +210,10 @@ def find_release(
     return Journal(client, store, ReleaseRecord.model_validate(raw))
 
 
-def system_metrics(docker_client: Any | None = None) -> SystemMetrics:
-    """What the runbook recorded after a rollback; each figure is best effort."""
+def system_metrics(target_usage: Mapping[str, int] | None = None) -> SystemMetrics:
+    """What the runbook recorded after a rollback; each figure is best effort.
+
+    `target_usage`: the rollout target's own figures (`RolloutTarget.usage`)."""
     metrics = SystemMetrics(cpu_count=os.cpu_count())
     with suppress(OSError):
         metrics.load_average_1m = round(os.getloadavg()[0], 2)
@@ -225,8 +227,5 @@ def system_metrics(docker_client: Any | None = None) -> SystemMetrics:
         pass
     disk = shutil.disk_usage("/")
     metrics.disk_usage_percent = round(100 * disk.used / disk.total, 1)
-    if docker_client is not None:
-        with suppress(Exception):  # the engine may be what failed
-            metrics.docker_containers_running = len(docker_client.containers.list())
-            metrics.docker_images_count = len(docker_client.images.list())
-    return metrics
+    known = set(SystemMetrics.model_fields)
+    return metrics.model_copy(update={k: v for k, v in (target_usage or {}).items() if k in known})

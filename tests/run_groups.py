@@ -24,6 +24,7 @@ RELEASES = [
     "test_release.py",
     "test_compose_target.py",
     "test_compose_v1.py",
+    "test_rollout_contract.py",
     "test_health.py",
     "test_services_smoke.py",
     "test_deployments.py",

@@ -1,8 +1,9 @@
 """Rollouts to a real docker compose project (the demo app of tests/compose_app.py).
 
-Compose v1 (`docker-compose`) is what runs here. The target forks its commands from one
-warm Compose process (tasks/compose_v1.py); the project still starts at v1 with one `up`,
-and one test takes it through a whole release cycle.
+Compose v1 (`docker-compose`) is what runs here, each command a plain process; the project
+still starts at v1 with one `up`, and one test takes it through a whole release cycle.
+What every target must do is in tests/test_rollout_contract.py; this file keeps what is
+compose-specific (events of the engine, preflight messages, settings).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import pytest
 
 from blocks.errors import ConfigError
 from blocks.rollout import ComposeTargetSettings, HealthCheck
-from tasks.compose_target import ComposeTarget, detect_compose_command
 from tasks.rollout import MixedVersions, RolloutFailed, RolloutTarget
+from tasks.rollout.compose import ComposeTarget
+from tasks.rollout.compose_v1 import detect_compose_command
 from tests.compose_app import ComposeApp, build_images, create_app, image
 from tests.harness.docker_engine import DockerInfo
 
@@ -150,7 +152,7 @@ def test_release_cycle_deploy_refuse_fail_roll_back_stop_and_start(
         target.wait_ready("v2")
 
     since = time.time()
-    target.start_services("v2")
+    target.deploy("v2")
     events = container_events(client, app.project, since)
     order = [e for e in events if e[0] in ("start", "health_status: healthy")]
     assert order == [

@@ -55,6 +55,7 @@ def test_references_are_expanded(tmp_path: Path) -> None:
     assert spec.notifiers.telegram is not None
     assert spec.notifiers.telegram.chat_ids == "111,222"
     assert spec.target.services == ["api", "worker", "web"]
+    assert spec.target.kind == "compose"  # the default kind
     assert spec.policy.database_rollback == "ask"
     assert spec.health_checks[0].version_field == "version"
 
@@ -78,6 +79,9 @@ def test_references_are_expanded(tmp_path: Path) -> None:
         (("name: production", "name: Prod Env"), "environment name 'Prod Env'"),
         (("services: [api, worker, web]", "services: [api, api]"), "each service once"),
         (("policy: {", "policy: {surprise: 1, "), "policy.surprise"),
+        # Each kind of target validates its own keys.
+        (("target: {", "target: {kind: ecs, "), "target: unknown target kind: the kinds are"),
+        (("target: {", "target: {kind: compose, cluster: x, "), "target.compose.cluster"),
     ],
 )
 def test_bad_files_get_one_line(tmp_path: Path, change: tuple[str, str], message: str) -> None:

@@ -18,7 +18,8 @@ import pytest
 
 from blocks.errors import ConfigError
 from blocks.rollout import HealthCheck
-from tasks.health import HealthCheckFailed, wait_healthy, wait_healthy_task
+from tasks.rollout.compose import container_probe
+from tasks.rollout.health import HealthCheckFailed, wait_healthy
 from tests.harness.docker_engine import BASE_IMAGE, DockerInfo
 from tests.harness.procs import free_port, wait_until
 
@@ -259,10 +260,13 @@ def test_bad_checks_are_one_line_config_errors() -> None:
         assert "\n" not in str(failed.value)
 
 
-def test_prefect_task_wraps_the_plain_function(server: ScriptedServer) -> None:
-    report = wait_healthy_task.fn([http_check(server.url)], None)
-    assert report.results[0].detail == "200"
-    assert server.requests == ["/health"]
+def test_container_checks_without_a_target_fail_at_once() -> None:
+    check = HealthCheck(kind="container", container="app-1")
+    with pytest.raises(HealthCheckFailed) as failed:
+        wait_healthy([check])
+    assert (
+        str(failed.value) == "container app-1: container checks need a target that runs containers"
+    )
 
 
 @pytest.fixture
@@ -301,7 +305,7 @@ def test_container_health(engine: docker.DockerClient) -> None:
             kind="container", container=container.name, interval_seconds=0.1, **kwargs
         )
 
-    report = wait_healthy([check(becomes_healthy), check(plain)], docker_client=engine)
+    report = wait_healthy([check(becomes_healthy), check(plain)], ready=container_probe(engine))
     assert [r.detail for r in report.results] == ["healthy", "running"]
     becomes_healthy.reload()
     assert becomes_healthy.attrs["State"]["Health"]["Status"] == "healthy"
@@ -309,7 +313,7 @@ def test_container_health(engine: docker.DockerClient) -> None:
     # An exited container without a restart policy fails at once, without waiting.
     assert crashed.wait()["StatusCode"] == 3
     with pytest.raises(HealthCheckFailed) as failed:
-        wait_healthy([check(crashed)], docker_client=engine)
+        wait_healthy([check(crashed)], ready=container_probe(engine))
     assert str(failed.value) == f"container {crashed.name}: exited with code 3"
 
     def is_unhealthy() -> bool:
@@ -320,7 +324,10 @@ def test_container_health(engine: docker.DockerClient) -> None:
     clock = FakeClock()
     with pytest.raises(HealthCheckFailed) as failed:
         wait_healthy(
-            [check(sick, deadline_seconds=2)], docker_client=engine, clock=clock, sleep=clock.sleep
+            [check(sick, deadline_seconds=2)],
+            ready=container_probe(engine),
+            clock=clock,
+            sleep=clock.sleep,
         )
     assert str(failed.value).startswith(
         f"container {sick.name}: unhealthy (last healthcheck exit code 1) after 2 s"
@@ -334,7 +341,7 @@ def test_container_health(engine: docker.DockerClient) -> None:
                     kind="container", container="slipway-no-such-container", deadline_seconds=1
                 )
             ],
-            docker_client=engine,
+            ready=container_probe(engine),
             clock=clock,
             sleep=clock.sleep,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 from datetime import timedelta
 
 import httpx
@@ -18,6 +19,7 @@ from flows.verify import verify_backup
 from tasks.backup_catalog import new_backup_id, utcnow
 from tasks.bucket_snapshot import list_snapshots, snapshot_to_store
 from tasks.object_locations import S3Location
+from tasks.retention import RetentionPolicy
 from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.s3 import S3Info
@@ -73,22 +75,24 @@ def test_nightly_backs_up_verifies_prunes_and_reports(
 def test_prune_keeps_newest_verified_and_minimum(configured: str) -> None:
     ids = [backup_database()["id"] for _ in range(4)]
     verify_backup(ids[1])  # an older backup is the only verified one
-    dry = prune_backups(
-        dry_run=True, keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0, min_keep=1
+    only_last = RetentionPolicy(
+        keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0, min_keep=1
     )
+    dry = prune_backups(dry_run=True, retention=only_last)
     assert sorted(k["id"] for k in dry["keep"]) == sorted([ids[3], ids[1]])
     assert sorted(dry["delete"]) == sorted([ids[0], ids[2]])
     # A dry run deletes nothing.
-    again = prune_backups(
-        dry_run=True, keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0, min_keep=1
-    )
+    again = prune_backups(dry_run=True, retention=only_last)
     assert again["delete"] == dry["delete"]
 
-    done = prune_backups(keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0, min_keep=3)
+    done = prune_backups(retention=replace(only_last, min_keep=3))
     kept = sorted(k["id"] for k in done["keep"])
     assert kept == sorted([ids[3], ids[2], ids[1]])  # minimum count tops up with the newest
-    left = prune_backups(dry_run=True, keep_last=10)
+    left = prune_backups(dry_run=True, retention=RetentionPolicy(keep_last=10))
     assert sorted(k["id"] for k in left["keep"]) == kept
+    # A run started from Prefect's UI or API gives the policy as JSON; the rest are defaults.
+    as_json = prune_backups(dry_run=True, retention={"keep_last": 10})  # type: ignore[call-overload]
+    assert as_json["plan"] == left["plan"]
 
 
 def test_nightly_backs_up_buckets_in_parallel_and_names_the_failed_part(
@@ -146,9 +150,10 @@ def test_snapshot_retention_keeps_the_newest_verified(configured: str, s3: S3Inf
         for i in range(3)
     ]
     assert verify_snapshot("app", ids[0]) is True  # only the oldest is verified
-    pruned = prune_snapshots(
-        "app", keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0, min_keep=1
+    only_last = RetentionPolicy(
+        keep_last=1, keep_daily=0, keep_weekly=0, keep_monthly=0, min_keep=1
     )
+    pruned = prune_snapshots("app", retention=only_last)
     assert sorted(pruned["keep"]) == sorted([ids[2], ids[0]])
     assert pruned["delete"] == [ids[1]]
     assert sorted(e.manifest.id for e in list_snapshots(store, "app")) == sorted([ids[0], ids[2]])

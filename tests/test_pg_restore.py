@@ -12,18 +12,15 @@ from psycopg import sql
 
 from blocks.errors import SlipwayError
 from blocks.settings import PostgresSettings
-from tasks import early_download
 from tasks.backup_catalog import (
-    MANIFEST,
     BackupEntry,
     Manifest,
-    backup_folder,
     new_backup_id,
     utcnow,
-    write_json,
 )
 from tasks.pg_backup import dump_to_store
 from tasks.pg_restore import restore_from_store
+from tasks.restore_scratch import scratch_dir
 from tests.harness.postgres import PostgresInfo
 from tests.harness.s3 import S3Info
 from tests.pg_fixtures import create_database, snapshot
@@ -123,51 +120,19 @@ def test_damaged_archive_names_the_damage_and_loads_no_row(
     assert rows == [(0,)] * len(tables)
 
 
-def test_an_early_download_serves_the_restore_of_that_backup_and_leaves_nothing(
+def test_a_restore_in_its_scratch_directory_leaves_nothing(
     postgres: PostgresInfo, s3: S3Info, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source = create_database(postgres, UNORDERED)
     entry, server, bucket = backup(postgres, s3, source)
     store = server.storage(bucket)
-    folder = backup_folder(store, source, entry.manifest.id)
-    write_json(store.client(), store, f"{folder}/{MANIFEST}", entry.manifest)
-    for name, value in server.env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("SLIPWAY_BACKUP_URL", f"s3://{bucket}")
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-
-    # Adopted by the restore of that very backup: the database equals the source.
-    early_download.start(source, "latest")
-    early = early_download.adopt(store, entry)
-    assert early is not None
     target = new_database(postgres)
-    with early.scratch as directory:
+    with scratch_dir(entry.manifest.raw_bytes) as directory:
         restore_from_store(
-            store.client(),
-            store,
-            entry,
-            settings(postgres, target),
-            Path(directory),
-            2,
-            early.download,
+            store.client(), store, entry, settings(postgres, target), Path(directory), 2
         )
     assert snapshot(postgres, target) == snapshot(postgres, source)
-    assert list(scratch.iterdir()) == []
-
-    # Another backup, or none adopted at all: stopped, and its file removed.
-    early_download.start(source, entry.manifest.id)
-    other = entry.model_copy(update={"manifest": entry.manifest.model_copy(update={"id": "x"})})
-    assert early_download.adopt(store, other) is None
-    assert list(scratch.iterdir()) == []
-    early_download.start(source, "latest")
-    assert list(scratch.iterdir()) != []
-    early_download.discard()
-    assert list(scratch.iterdir()) == []
-    assert early_download.adopt(store, entry) is None
-
-    # Nothing to start (no such backup): the restore will say so itself.
-    early_download.start(source, "20990101T000000Z-none")
-    assert early_download.adopt(store, entry) is None
     assert list(scratch.iterdir()) == []

@@ -633,18 +633,10 @@ def test_schema_from_the_url_is_where_migrations_go(
     assert migration_status(db, folder).pending == ["20240901000000_init"]
 
 
-def test_prefect_tasks_wrap_the_functions(db: PostgresSettings, tmp_path: Path) -> None:
-    from prefect import Task
-    from prefect.cache_policies import NO_CACHE
-
-    from tasks.prisma import deploy_migrations_task, migration_status_task
-
-    assert isinstance(deploy_migrations_task, Task)
-    assert isinstance(migration_status_task, Task)
-    assert deploy_migrations_task.cache_policy is NO_CACHE
+def test_status_then_deploy_of_one_migration(db: PostgresSettings, tmp_path: Path) -> None:
     folder = write_history(tmp_path, {"20241001000000_a": 'CREATE TABLE "A" ("id" INTEGER);\n'})
-    assert migration_status_task.fn(db, folder).pending == ["20241001000000_a"]
-    assert deploy_migrations_task.fn(db, folder).applied == ["20241001000000_a"]
+    assert migration_status(db, folder).pending == ["20241001000000_a"]
+    assert deploy_migrations(db, folder).applied == ["20241001000000_a"]
     assert has_table(db, "A")
 
 

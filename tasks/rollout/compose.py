@@ -3,17 +3,18 @@
 Changes go through the compose CLI (`docker compose`, v2, when it works, else
 `docker-compose`, v1), with the version in the child's environment, never in argv:
 `up -d --no-deps <service>` per service in order, `stop <service>` in reverse order.
-State is read with the Docker SDK from the containers' compose labels. With v1, commands
-are forked from one warm Compose process (`tasks/compose_v1.py`): about 0.8 s less each.
+State is read with the Docker SDK from the containers' compose labels; the ordered rollout
+itself is `OrderedRollout`'s. This is the only module that imports the Docker SDK; the
+`container` health-check kind is probed through its readiness hook.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,57 +23,21 @@ import yaml
 from docker.errors import DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 from docker.utils import parse_repository_tag
-from dotenv import dotenv_values
 
 from blocks.errors import ConfigError, SlipwayError
 from blocks.rollout import IMAGE_TAG, ComposeTargetSettings, HealthCheck
-from tasks.compose_v1 import WarmComposeV1
-from tasks.health import HealthCheckFailed, container_state, logger, wait_healthy
-from tasks.rollout import (
-    LiveVersion,
-    MixedVersions,
-    PreflightReport,
-    RolloutFailed,
-    RolloutReport,
-    ServiceReady,
-)
+from tasks.rollout.base import OrderedRollout, PreflightReport
+from tasks.rollout.compose_v1 import detect_compose_command, project_name_v1
+from tasks.rollout.health import Observation
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
+# States from which a container without a restart policy never comes back by itself.
+_TERMINAL = {"exited", "dead"}
 # Stands for the version when compose renders the file (to find each service's image
 # template) and for commands that deploy nothing (stop, down), which still interpolate it.
 PLACEHOLDER = "slipway-version-placeholder"
-
-
-def _works(argv: list[str]) -> bool:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
-
-
-@functools.cache
-def _detect(path: str | None) -> tuple[str, ...] | None:
-    if shutil.which("docker", path=path) and _works(["docker", "compose", "version"]):
-        return ("docker", "compose")
-    # Presence is enough for v1: running it costs a second (a Python start), and a broken
-    # install fails the first real command with its own message.
-    if shutil.which("docker-compose", path=path):
-        return ("docker-compose",)
-    return None
-
-
-def detect_compose_command() -> list[str]:
-    """`docker compose` (v2) when it works, else `docker-compose` (v1)."""
-    found = _detect(os.environ.get("PATH"))
-    if found is None:
-        raise ConfigError(
-            "no docker compose found: install the Compose v2 plugin (docker compose) or "
-            "docker-compose, or set compose_command"
-        )
-    return list(found)
 
 
 def _last_line(text: str) -> str:
@@ -91,22 +56,16 @@ def _one_line(text: str, limit: int = 300) -> str:
     return joined if len(joined) <= limit else joined[: limit - 3] + "..."
 
 
-def _normalize_project(name: str) -> str:
-    # What compose does to a directory name to make a project name.
-    return re.sub(r"[^a-z0-9_-]", "", name.lower()).lstrip("_-")
-
-
-class ComposeTarget:
+class ComposeTarget(OrderedRollout):
     """A `RolloutTarget` for a docker compose project (see `ComposeTargetSettings`)."""
 
     def __init__(self, settings: ComposeTargetSettings) -> None:
         self.settings = settings
+        self.services = list(settings.services)
         self._client: docker.DockerClient | None = None
         self._command: list[str] | None = None
         self._config: dict[str, Any] | None = None
         self._config_state: tuple[tuple[str, int, int], ...] = ()
-        self._warm: WarmComposeV1 | None = None
-        self._warm_tried = False
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -143,18 +102,16 @@ class ComposeTarget:
         if self._client is not None:
             self._client.close()
             self._client = None
-        if self._warm is not None:
-            self._warm.close()
-            self._warm = None
 
-    def _warm_v1(self) -> WarmComposeV1 | None:
-        """One warm Compose v1 process for this target's commands, when the command is v1."""
-        if not self._warm_tried:
-            self._warm_tried = True
-            command = self.command()
-            if len(command) == 1:
-                self._warm = WarmComposeV1.start(command[0])
-        return self._warm
+    def usage(self) -> dict[str, int]:
+        try:
+            client = self.docker_client()
+            return {
+                "docker_containers_running": len(client.containers.list()),
+                "docker_images_count": len(client.images.list()),
+            }
+        except Exception:  # best effort: the engine may be what failed
+            return {}
 
     def command(self) -> list[str]:
         """The compose command: the override when set, else detected."""
@@ -201,25 +158,9 @@ class ComposeTarget:
         cwd = self.settings.project_directory.expanduser()
         env, timeout = self._env(version), self.settings.command_timeout_seconds
         try:
-            done = None
-            if warm := self._warm_v1():
-                try:
-                    done = warm.run(argv[1:], cwd=cwd, env=env, timeout=timeout)
-                except OSError:
-                    # The warm process is gone: run the command as its own process (every
-                    # compose command Slipway runs can safely run again).
-                    self._warm = None
-                    warm.close()
-            if done is None:
-                done = subprocess.run(
-                    argv,
-                    cwd=cwd,
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=timeout,
-                    check=False,
-                )
+            done = subprocess.run(
+                argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+            )
         except subprocess.TimeoutExpired as exc:
             raise SlipwayError(
                 f"`{shown}` did not finish within {self.settings.command_timeout_seconds:.0f} s: "
@@ -288,12 +229,9 @@ class ComposeTarget:
         # Compose v2 prints the name it resolved; v1 does not.
         if name := self._load_config().get("name"):
             return str(name)
-        if name := os.environ.get("COMPOSE_PROJECT_NAME", ""):
-            return name
-        env_file = self._env_file()
-        if env_file.is_file() and (name := dotenv_values(env_file).get("COMPOSE_PROJECT_NAME")):
-            return name
-        return _normalize_project(self.settings.project_directory.expanduser().absolute().name)
+        return project_name_v1(
+            self.settings.project_directory.expanduser().absolute(), self._env_file()
+        )
 
     def image_templates(self) -> dict[str, str]:
         """Each service's image with the version as PLACEHOLDER; checks they use the variable."""
@@ -344,25 +282,11 @@ class ComposeTarget:
         _, tag = parse_repository_tag(image)
         return tag or "latest"
 
-    def live_versions(self) -> LiveVersion:
-        services = {}
-        for service in self.settings.services:
-            containers = self.containers(service)
-            running = [c for c in containers if c.status == "running"]
-            chosen = running or containers  # stopped (migration window) still counts
-            services[service] = sorted({self.version_of(c, service) for c in chosen})
-        return LiveVersion(services)
-
-    def current_version(self) -> str | None:
-        live = self.live_versions()
-        if not live.deployed:
-            return None
-        if live.version is None:
-            raise MixedVersions(
-                f"services of {self.project()} run different versions ({live.describe()}): "
-                "deploy one version to all of them first"
-            )
-        return live.version
+    def service_versions(self, service: str) -> list[str]:
+        containers = self.containers(service)
+        running = [c for c in containers if c.status == "running"]
+        chosen = running or containers  # stopped (migration window) still counts
+        return sorted({self.version_of(c, service) for c in chosen})
 
     # -- preflight ------------------------------------------------------------------------
 
@@ -405,107 +329,35 @@ class ComposeTarget:
             reason = str(getattr(exc, "explanation", None) or exc)
             return f"not local, pull failed: {_last_line(reason)[:100]}"
 
-    # -- rollout --------------------------------------------------------------------------
+    # -- the per-service steps of the ordered rollout ------------------------------------
 
-    def deploy(self, version: str) -> RolloutReport:
-        self.preflight(version)
-        return self._bring_up(version)
+    def start_service(self, service: str, version: str) -> None:
+        # compose leaves a container whose configuration did not change as it is.
+        timeout = str(self.settings.stop_timeout_seconds)
+        self.compose("up", "-d", "--no-deps", "--no-build", "-t", timeout, service, version=version)
 
-    def start_services(self, version: str) -> RolloutReport:
-        self.preflight(version)
-        return self._bring_up(version)
-
-    def wait_ready(self, version: str) -> RolloutReport:
-        services = self.settings.services
-        ready = []
-        for i, service in enumerate(services):
-            ready.append(self._gate(service, version, services[:i], services[i + 1 :]))
-        return RolloutReport(version, ready)
-
-    def stop_services(self) -> list[str]:
-        order = list(reversed(self.settings.services))
-        for service in order:
-            self.compose("stop", "-t", str(self.settings.stop_timeout_seconds), service)
-        still = [c.name for s in order for c in self.containers(s) if c.status == "running"]
+    def stop_service(self, service: str) -> None:
+        self.compose("stop", "-t", str(self.settings.stop_timeout_seconds), service)
+        still = [c.name for c in self.containers(service) if c.status == "running"]
         if still:
             raise SlipwayError(
                 f"still running after stop: {', '.join(still)}: stop them (docker stop) "
                 "before going on"
             )
-        logger().info("stopped %s", ", ".join(order))
-        return order
 
-    def _bring_up(self, version: str) -> RolloutReport:
-        services = self.settings.services
-        ready = []
-        for i, service in enumerate(services):
-            done, untouched = services[:i], services[i + 1 :]
-            try:
-                self.compose(
-                    "up",
-                    "-d",
-                    "--no-deps",
-                    "--no-build",
-                    "-t",
-                    str(self.settings.stop_timeout_seconds),
-                    service,
-                    version=version,
-                )
-            except SlipwayError as exc:
-                raise RolloutFailed(
-                    version, service, str(exc), done=done, untouched=untouched
-                ) from exc
-            ready.append(self._gate(service, version, done, untouched))
-            logger().info("%s runs %s: %s", service, version, ready[-1].health.summary())
-        return RolloutReport(version, ready)
+    def crashed(self, service: str) -> str | None:
+        for container in self.containers(service):
+            seen = container_state(container.attrs)
+            if seen.final:
+                return f"container {container.name} {seen.detail}"
+        return None
 
-    def _gate(
-        self, service: str, version: str, done: list[str], untouched: list[str]
-    ) -> ServiceReady:
-        """The service runs `version` and passes its health checks, else `RolloutFailed`."""
-        containers = self.containers(service)
-        if not containers:
-            raise RolloutFailed(version, service, "no container", done=done, untouched=untouched)
-        wrong = sorted({v for c in containers if (v := self.version_of(c, service)) != version})
-        if wrong:
-            raise RolloutFailed(
-                version,
-                service,
-                f"runs {', '.join(wrong)}, expected {version}",
-                done=done,
-                untouched=untouched,
-            )
-
-        def crashed() -> str | None:
-            for container in containers:
-                try:
-                    container.reload()
-                except NotFound:
-                    return f"container {container.name} was removed"
-                seen = container_state(container.attrs)
-                if seen.final:
-                    return f"container {container.name} {seen.detail}"
+    def readiness(self, check: HealthCheck) -> Observation | None:
+        if check.kind != "container":
             return None
+        return probe_container(check, self.docker_client())
 
-        try:
-            health = wait_healthy(
-                self._checks(service, containers),
-                version,
-                docker_client=self.docker_client(),
-                abort=crashed,
-            )
-        except HealthCheckFailed as exc:
-            raise RolloutFailed(
-                version,
-                service,
-                f"health check failed: {exc}",
-                check=exc.check,
-                done=done,
-                untouched=untouched,
-            ) from exc
-        return ServiceReady(service, version, health)
-
-    def _checks(self, service: str, containers: list[Container]) -> list[HealthCheck]:
+    def gate(self, service: str) -> list[HealthCheck]:
         """The service's health gate, container checks resolved to its container names."""
         checks = self.settings.health_checks.get(service) or [HealthCheck(kind="container")]
         known = set(self._load_config()["services"])
@@ -514,10 +366,43 @@ class ComposeTarget:
             if check.kind != "container" or (check.container and check.container not in known):
                 resolved.append(check)
                 continue
-            owners = (
-                containers
-                if check.container in (None, service)
-                else self.containers(str(check.container))
-            )
+            owners = self.containers(check.container or service)
             resolved += [check.model_copy(update={"container": c.name}) for c in owners]
         return resolved
+
+
+def container_probe(client: docker.DockerClient) -> Callable[[HealthCheck], Observation | None]:
+    """A readiness hook probing `container` checks on `client`'s engine."""
+    return lambda check: probe_container(check, client) if check.kind == "container" else None
+
+
+def probe_container(check: HealthCheck, client: docker.DockerClient) -> Observation:
+    """Healthy per the container's Docker healthcheck when it has one, else running."""
+    if not check.container:
+        return Observation(False, "no container named in the check", final=True)
+    try:
+        container = client.containers.get(check.container)
+    except NotFound:
+        return Observation(False, "no such container")
+    except DockerException as exc:
+        return Observation(False, f"Docker engine: {exc}")
+    return container_state(container.attrs)
+
+
+def container_state(attrs: dict[str, Any]) -> Observation:
+    """Judge a container from `docker inspect` data."""
+    state = attrs.get("State") or {}
+    status = str(state.get("Status", "unknown"))
+    if status in _TERMINAL:
+        policy = ((attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
+        return Observation(False, f"exited with code {state.get('ExitCode')}", final=policy == "no")
+    if status != "running" or state.get("Restarting"):
+        return Observation(False, "restarting" if state.get("Restarting") else status)
+    health = state.get("Health")
+    if not health:
+        return Observation(True, "running")
+    if health.get("Status") == "healthy":
+        return Observation(True, "healthy")
+    log = health.get("Log") or []
+    last = f" (last healthcheck exit code {log[-1].get('ExitCode')})" if log else ""
+    return Observation(False, f"{health.get('Status')}{last}")

@@ -1,9 +1,10 @@
-"""Health polling: HTTP (status, and optionally the version answering), TCP, container health.
+"""Health polling: HTTP (status, and optionally the version answering), TCP, and through a
+target's readiness hook the kinds only a target can probe (a container's health).
 
 `wait_healthy` polls each check until it passes the required number of times in a row,
 pausing `interval` after a failure, longer after each further one (`backoff`, up to
 `max_interval`), and gives up at the check's deadline, counted from when waiting began.
-Plain functions: callable without a flow; `wait_healthy_task` is the Prefect task.
+Plain functions: callable without a flow (the Prefect tasks are in `steps`).
 """
 
 from __future__ import annotations
@@ -18,17 +19,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import docker
 import httpx
-from docker.errors import DockerException, NotFound
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from blocks.errors import SlipwayError
 from blocks.rollout import HealthCheck
-
-# States from which a container without a restart policy never comes back by itself.
-_TERMINAL = {"exited", "dead"}
 
 
 @dataclass(frozen=True)
@@ -146,43 +140,11 @@ def probe_tcp(check: HealthCheck) -> Observation:
         return Observation(False, exc.strerror or str(exc))
 
 
-def probe_container(check: HealthCheck, client: docker.DockerClient) -> Observation:
-    """Healthy per the container's Docker healthcheck when it has one, else running."""
-    if not check.container:
-        return Observation(False, "no container named in the check", final=True)
-    try:
-        container = client.containers.get(check.container)
-    except NotFound:
-        return Observation(False, "no such container")
-    except DockerException as exc:
-        return Observation(False, f"Docker engine: {exc}")
-    return container_state(container.attrs)
-
-
-def container_state(attrs: dict[str, Any]) -> Observation:
-    """Judge a container from `docker inspect` data."""
-    state = attrs.get("State") or {}
-    status = str(state.get("Status", "unknown"))
-    if status in _TERMINAL:
-        policy = ((attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
-        return Observation(False, f"exited with code {state.get('ExitCode')}", final=policy == "no")
-    if status != "running" or state.get("Restarting"):
-        return Observation(False, "restarting" if state.get("Restarting") else status)
-    health = state.get("Health")
-    if not health:
-        return Observation(True, "running")
-    if health.get("Status") == "healthy":
-        return Observation(True, "healthy")
-    log = health.get("Log") or []
-    last = f" (last healthcheck exit code {log[-1].get('ExitCode')})" if log else ""
-    return Observation(False, f"{health.get('Status')}{last}")
-
-
 def wait_healthy(
     checks: Sequence[HealthCheck],
     version: str | None = None,
     *,
-    docker_client: docker.DockerClient | None = None,
+    ready: Callable[[HealthCheck], Observation | None] | None = None,
     abort: Callable[[], str | None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
@@ -190,21 +152,13 @@ def wait_healthy(
     """Poll the checks in order until each passes; raise `HealthCheckFailed` otherwise.
 
     `version`: what `version_field` of http checks must equal (ignored when None).
+    `ready`: the target's readiness hook, probing the kinds only a target can (`container`).
     `abort`: called before every probe; a message stops the wait at once (a crashed
     container is not worth waiting for). `clock` and `sleep` are injectable for tests.
     """
     start = clock()
     results = []
     with contextlib.ExitStack() as stack:
-        engine = docker_client
-        if engine is None and any(c.kind == "container" for c in checks):
-            try:
-                engine = stack.enter_context(contextlib.closing(docker.from_env()))
-            except DockerException as exc:
-                raise SlipwayError(
-                    f"container health checks cannot reach the Docker engine ({exc}): "
-                    "start it or fix DOCKER_HOST"
-                ) from exc
         for check in checks:
             if check.kind == "http":
                 # No keep-alive: every probe opens a fresh connection, as a new client would.
@@ -218,12 +172,21 @@ def wait_healthy(
                 probe = functools.partial(probe_http, check, version, http)
             elif check.kind == "tcp":
                 probe = functools.partial(probe_tcp, check)
-            elif engine is None:
-                raise SlipwayError("container health checks need a Docker engine")
             else:
-                probe = functools.partial(probe_container, check, engine)
+                probe = functools.partial(_through_target, check, ready)
             results.append(_poll(check, probe, start, abort, clock, sleep))
     return HealthReport(results)
+
+
+def _through_target(
+    check: HealthCheck, ready: Callable[[HealthCheck], Observation | None] | None
+) -> Observation:
+    seen = ready(check) if ready is not None else None
+    if seen is None:
+        return Observation(
+            False, f"{check.kind} checks need a target that runs containers", final=True
+        )
+    return seen
 
 
 def _poll(
@@ -266,17 +229,3 @@ def _poll(
             )
             raise HealthCheckFailed(name, detail, attempts, now - start, final=False)
         sleep(min(delay, deadline - now))
-
-
-@task(cache_policy=NO_CACHE, name="wait-healthy")
-def wait_healthy_task(checks: list[HealthCheck], version: str | None = None) -> HealthReport:
-    """Prefect task: `wait_healthy` with the default Docker engine."""
-    return wait_healthy(checks, version)
-
-
-@task(cache_policy=NO_CACHE, name="app-health")
-def app_health_task(checks: list[HealthCheck], version: str) -> str:
-    """Prefect task: the app-wide checks after a rollout; their summary."""
-    if not checks:
-        return "no app-wide checks configured (each service passed its own gate)"
-    return wait_healthy(checks, version).summary()

@@ -1,0 +1,29 @@
+"""The rollout's Prefect tasks, over any `RolloutTarget`."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from blocks.rollout import HealthCheck
+from tasks.rollout.base import RolloutTarget
+
+
+@task(cache_policy=NO_CACHE, name="stop-services")
+def stop_services_task(target: RolloutTarget) -> str:
+    """Prefect task: stop the services (reverse order); says which."""
+    return "stopped " + ", ".join(target.stop_services())
+
+
+@task(cache_policy=NO_CACHE, name="rollout")
+def deploy_task(target: RolloutTarget, version: str) -> str:
+    """Prefect task: every service to `version`, gated; its summary."""
+    return target.deploy(version).summary()
+
+
+@task(cache_policy=NO_CACHE, name="app-health")
+def app_health_task(target: RolloutTarget, checks: list[HealthCheck], version: str) -> str:
+    """Prefect task: the app-wide checks after a rollout; their summary."""
+    if not checks:
+        return "no app-wide checks configured (each service passed its own gate)"
+    return target.wait_healthy(checks, version).summary()

@@ -1,0 +1,206 @@
+"""The contract every rollout target keeps, run against the real thing where one runs here.
+
+Parametrised over kinds of target: compose now (the demo app of tests/compose_app.py on the
+harness's Docker engine). Each later target (kubernetes, ecs, ssh) adds itself: a `Rig`
+for its kind (a fresh app, its settings, and what can be read of the live system without
+going through the target) and a param of `rig`. The target itself is always built by the
+factory and used only through the `RolloutTarget` protocol.
+
+What a rig's app provides: services in start order; versions v1 and v2 that are healthy;
+v3 whose first service fails its health gate while it keeps running.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import docker
+import pytest
+
+from blocks.rollout import TargetSettings
+from tasks.rollout import MixedVersions, RolloutFailed, RolloutTarget, open_target
+from tasks.rollout.compose_v1 import detect_compose_command
+from tests.compose_app import ComposeApp, build_images, create_app
+from tests.harness.docker_engine import DockerInfo
+
+
+class Rig(Protocol):
+    """One kind of target with a fresh app on it, and an outside view of its live system."""
+
+    services: list[str]
+    settings: TargetSettings
+
+    def instances(self) -> dict[str, tuple[str, str, str]]:
+        """Per service: an identity of what runs it (changes when replaced), version, state."""
+        ...
+
+    def mark(self) -> float:
+        """A point in time for `events`."""
+        ...
+
+    def events(self, since: float) -> list[tuple[str, str]]:
+        """(start | stop, service) that happened on the live system since `since`, in order."""
+        ...
+
+    def drift(self, service: str, version: str) -> None:
+        """Put one service on `version` behind the target's back (a hand-made change)."""
+        ...
+
+    def remove(self) -> None: ...
+
+
+class ComposeRig:
+    def __init__(self, app: ComposeApp, client: docker.DockerClient) -> None:
+        self.app, self.client = app, client
+        self.services = list(app.settings.services)
+        self.settings: TargetSettings = app.settings
+
+    def instances(self) -> dict[str, tuple[str, str, str]]:
+        return {
+            service: (
+                f"{c.id} {c.attrs['State']['StartedAt']}",
+                str(c.attrs["Config"]["Image"]).rsplit(":", 1)[1],
+                c.status,
+            )
+            for service, c in self.app.containers(self.client).items()
+        }
+
+    def mark(self) -> float:
+        return time.time()
+
+    def events(self, since: float) -> list[tuple[str, str]]:
+        stream = self.client.events(
+            since=f"{since:.6f}",
+            until=f"{time.time() + 0.05:.6f}",
+            filters={
+                "type": "container",
+                "label": f"com.docker.compose.project={self.app.project}",
+            },
+            decode=True,
+        )
+        return [
+            (str(e["Action"]), str(e["Actor"]["Attributes"]["com.docker.compose.service"]))
+            for e in stream
+            if int(e["timeNano"]) >= int(since * 1e9) and e["Action"] in ("start", "stop")
+        ]
+
+    def drift(self, service: str, version: str) -> None:
+        # A person's own `docker compose up` of one service, outside Slipway.
+        subprocess.run(
+            [*detect_compose_command(), "-p", self.app.project, "up", "-d", "--no-deps", service],
+            cwd=self.app.directory,
+            env=dict(os.environ, APP_VERSION=version),
+            capture_output=True,
+            check=True,
+        )
+
+    def remove(self) -> None:
+        self.app.remove(self.client)
+
+
+@pytest.fixture(scope="module")
+def demo_images(docker_engine: DockerInfo) -> docker.DockerClient:
+    client = docker_engine.client()
+    build_images(client, ("v1", "v2", "v3"))
+    return client
+
+
+@pytest.fixture(params=[pytest.param("compose", marks=pytest.mark.docker)])
+def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
+    """A fresh app with nothing deployed, on the kind of target of the param."""
+    made: Rig
+    if request.param == "compose":
+        client = request.getfixturevalue("demo_images")
+        made = ComposeRig(create_app(tmp_path / "app", deadline_seconds=3), client)
+    else:  # pragma: no cover - each new kind adds its branch
+        raise AssertionError(request.param)
+    try:
+        yield made
+    finally:
+        made.remove()
+
+
+@pytest.fixture
+def target(rig: Rig) -> Iterator[RolloutTarget]:
+    with open_target(rig.settings) as opened:
+        assert isinstance(opened, RolloutTarget)
+        yield opened
+
+
+def test_deploy_a_version_and_read_it_from_the_live_system(rig: Rig, target: RolloutTarget) -> None:
+    assert target.current_version() is None
+    assert not target.live_versions().deployed
+    report = target.deploy("v1")
+    assert report.version == "v1"
+    assert [s.service for s in report.services] == rig.services
+    assert all(s.health.results for s in report.services)
+    assert {s: v for s, (_, v, _) in rig.instances().items()} == dict.fromkeys(rig.services, "v1")
+    assert target.live_versions().services == {s: ["v1"] for s in rig.services}
+    assert target.current_version() == "v1"
+    assert target.wait_ready("v1").version == "v1"
+
+
+def test_a_failing_gate_leaves_the_later_services_untouched(
+    rig: Rig, target: RolloutTarget
+) -> None:
+    target.deploy("v2")
+    before = rig.instances()
+    first, *later = rig.services
+    with pytest.raises(RolloutFailed) as failed:
+        target.deploy("v3")
+    error = failed.value
+    assert (error.version, error.service, error.done, error.untouched) == ("v3", first, [], later)
+    assert error.check, "the failed check is named"
+    assert "\n" not in str(error)
+    assert str(error).endswith(f"; not touched: {', '.join(later)}")
+    after = rig.instances()
+    assert after[first][1] == "v3"
+    assert {s: after[s] for s in later} == {s: before[s] for s in later}
+
+
+def test_services_stop_in_reverse_order_and_start_in_order(rig: Rig, target: RolloutTarget) -> None:
+    target.deploy("v1")
+    since = rig.mark()
+    assert target.stop_services() == list(reversed(rig.services))
+    assert rig.events(since) == [("stop", s) for s in reversed(rig.services)]
+    assert all(state != "running" for _, _, state in rig.instances().values())
+    # Stopped services still tell the version (what a rollback returns to).
+    assert target.current_version() == "v1"
+    with pytest.raises(RolloutFailed, match=f"failed at {rig.services[0]}"):
+        target.wait_ready("v1")
+
+    since = rig.mark()
+    target.deploy("v1")
+    assert rig.events(since) == [("start", s) for s in rig.services]
+    assert all(state == "running" for _, _, state in rig.instances().values())
+
+
+def test_a_repeated_deploy_is_a_no_op(rig: Rig, target: RolloutTarget) -> None:
+    target.deploy("v1")
+    before = rig.instances()
+    since = rig.mark()
+    report = target.deploy("v1")
+    assert [s.service for s in report.services] == rig.services
+    assert rig.events(since) == []
+    assert rig.instances() == before
+
+
+def test_mixed_versions_are_detected(rig: Rig, target: RolloutTarget) -> None:
+    target.deploy("v1")
+    changed = rig.services[1]
+    rig.drift(changed, "v2")
+    live = target.live_versions()
+    assert live.services == {s: ["v2" if s == changed else "v1"] for s in rig.services}
+    assert live.version is None
+    with pytest.raises(MixedVersions) as mixed:
+        target.current_version()
+    assert f"{changed} v2" in str(mixed.value)
+    assert "\n" not in str(mixed.value)
+    # A deploy of one version ends the mix.
+    target.deploy("v1")
+    assert target.current_version() == "v1"
