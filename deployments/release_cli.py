@@ -81,8 +81,8 @@ def status_cmd(env: EnvOpt, as_json: JsonOpt = False) -> None:
     _checked(env)
     from blocks.environment import Environment
     from blocks.errors import SlipwayError
-    from tasks.deploy_lock import describe, lock_holder
-    from tasks.release_journal import NEEDS_ROLLBACK, list_releases
+    from tasks.release.journal import NEEDS_ROLLBACK, list_releases
+    from tasks.release.lock import describe, lock_holder
     from tasks.rollout import open_target
 
     try:
@@ -126,7 +126,7 @@ def unlock_cmd(env: EnvOpt) -> None:
     _checked(env)
     from blocks.environment import Environment
     from blocks.errors import SlipwayError
-    from tasks.deploy_lock import break_lock, describe
+    from tasks.release.lock import break_lock, describe
 
     try:
         holder = break_lock(Environment.resolve(env).database(), env)

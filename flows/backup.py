@@ -14,7 +14,8 @@ from blocks.errors import SlipwayError
 from blocks.object_storage import ObjectStorage
 from blocks.postgres import PostgresDatabase
 from flows.progress import ProgressArtifact
-from tasks.backup_catalog import (
+from tasks.notify import HOOKS
+from tasks.postgres.catalog import (
     MANIFEST,
     Compression,
     Manifest,
@@ -23,10 +24,9 @@ from tasks.backup_catalog import (
     utcnow,
     write_json,
 )
-from tasks.backup_lease import Lease, backup_lease, remove_abandoned
-from tasks.notify import HOOKS
-from tasks.object_storage import check_bucket, storage_error
-from tasks.pg_backup import dump_globals, dump_to_store
+from tasks.postgres.dump import dump_globals, dump_to_store
+from tasks.postgres.lease import Lease, backup_lease, remove_abandoned
+from tasks.storage.s3 import check_bucket, storage_error
 
 
 def _mib(n: int) -> str:

@@ -10,9 +10,9 @@ from prefect.artifacts import create_markdown_artifact
 from blocks.errors import SlipwayError
 from blocks.object_storage import ObjectStorage
 from flows.progress import ProgressArtifact
-from tasks.bucket_mirror import MirrorResult, mirror
 from tasks.notify import HOOKS
-from tasks.object_locations import AnyLocation, parse_location
+from tasks.storage.locations import AnyLocation, parse_location
+from tasks.storage.mirror import MirrorResult, mirror
 
 
 def resolve_location(ref: str, block: str | None, env_prefix: str) -> AnyLocation:

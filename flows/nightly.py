@@ -20,8 +20,8 @@ from flows.mirror import mirror_bucket
 from flows.prune import prune_backups
 from flows.snapshot import prune_snapshots, snapshot_bucket, snapshot_name, verify_snapshot
 from flows.verify import verify_backup
-from tasks.backup_catalog import Compression
 from tasks.notify import HOOKS
+from tasks.postgres.catalog import Compression
 from tasks.retention import RetentionPolicy
 
 

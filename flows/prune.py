@@ -9,10 +9,10 @@ from prefect.artifacts import create_table_artifact
 
 from blocks.object_storage import ObjectStorage
 from blocks.postgres import PostgresDatabase
-from tasks.backup_catalog import backup_folder, list_backups
 from tasks.notify import HOOKS
-from tasks.object_storage import delete_prefix
+from tasks.postgres.catalog import backup_folder, list_backups
 from tasks.retention import BackupRef, RetentionPolicy, plan_retention
+from tasks.storage.s3 import delete_prefix
 
 
 @flow(name="prune-backups", **HOOKS)

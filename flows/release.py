@@ -23,11 +23,11 @@ from blocks.postgres import PostgresDatabase
 from flows.backup import backup_database
 from flows.rollback import rollback
 from flows.verify import verify_backup
-from tasks.deploy_lock import deploy_lock, run_label
 from tasks.notify import HOOKS
-from tasks.preflight import Preflight, migrations_dir, run_preflight
 from tasks.prisma import deploy_migrations, prisma_cli_deploy
-from tasks.release_journal import Journal, ReleaseRecord
+from tasks.release.journal import Journal, ReleaseRecord
+from tasks.release.lock import deploy_lock, run_label
+from tasks.release.preflight import Preflight, migrations_dir, run_preflight
 from tasks.rollout import RolloutTarget, open_target
 from tasks.rollout.steps import app_health_task, deploy_task, stop_services_task
 

@@ -17,13 +17,13 @@ from blocks.errors import SlipwayError
 from blocks.input_checks import refuse_url_password
 from blocks.object_storage import ObjectStorage
 from blocks.postgres import PostgresDatabase
-from tasks import postgres as pg
-from tasks import restore_swap as swap
-from tasks.approval import wait_for_approval
-from tasks.backup_catalog import BackupEntry, find_backup
 from tasks.notify import HOOKS
-from tasks.pg_restore import restore_from_store
-from tasks.restore_scratch import scratch_dir, sweep_scratch_dirs
+from tasks.postgres import connection as pg
+from tasks.postgres import swap
+from tasks.postgres.catalog import BackupEntry, find_backup
+from tasks.postgres.restore import restore_from_store
+from tasks.postgres.scratch import scratch_dir, sweep_scratch_dirs
+from tasks.release.approval import wait_for_approval
 
 
 def _reason(exc: BaseException) -> str:

@@ -11,10 +11,10 @@ from blocks.errors import SlipwayError
 from blocks.object_storage import ObjectStorage
 from flows.mirror import resolve_location
 from flows.progress import ProgressArtifact
-from tasks.bucket_mirror import plan_mirror, run_copies
-from tasks.bucket_snapshot import find_snapshot, restore_snapshot
 from tasks.notify import HOOKS
-from tasks.object_locations import S3Location
+from tasks.storage.locations import S3Location
+from tasks.storage.mirror import plan_mirror, run_copies
+from tasks.storage.snapshot import find_snapshot, restore_snapshot
 
 
 def is_snapshot_ref(ref: str) -> bool:

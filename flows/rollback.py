@@ -22,11 +22,10 @@ from blocks.environment import Environment
 from blocks.errors import SlipwayError
 from blocks.input_checks import check_version
 from flows.restore import restore_database
-from tasks.approval import ask_approval, wait_for_approval
-from tasks.backup_catalog import utcnow
-from tasks.deploy_lock import deploy_lock, run_label
 from tasks.notify import HOOKS, Emergency
-from tasks.release_journal import (
+from tasks.postgres.catalog import utcnow
+from tasks.release.approval import ask_approval, wait_for_approval
+from tasks.release.journal import (
     NEEDS_ROLLBACK,
     Journal,
     RollbackMetrics,
@@ -35,6 +34,7 @@ from tasks.release_journal import (
     list_releases,
     system_metrics,
 )
+from tasks.release.lock import deploy_lock, run_label
 from tasks.rollout import RolloutTarget, open_target
 from tasks.rollout.steps import app_health_task, deploy_task, stop_services_task
 

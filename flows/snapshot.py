@@ -11,8 +11,13 @@ from blocks.errors import SlipwayError
 from blocks.object_storage import ObjectStorage
 from flows.mirror import resolve_location
 from flows.progress import ProgressArtifact
-from tasks.backup_catalog import VERIFICATION, Verification, new_backup_id, utcnow, write_json
-from tasks.bucket_snapshot import (
+from tasks.notify import HOOKS
+from tasks.postgres.catalog import VERIFICATION, Verification, new_backup_id, utcnow, write_json
+from tasks.retention import BackupRef, RetentionPolicy, plan_retention
+from tasks.storage.endpoint_identity import store_inside
+from tasks.storage.locations import S3Location
+from tasks.storage.s3 import delete_prefix
+from tasks.storage.snapshot import (
     SnapshotManifest,
     find_snapshot,
     list_snapshots,
@@ -20,11 +25,6 @@ from tasks.bucket_snapshot import (
     snapshot_to_store,
     verify_archive,
 )
-from tasks.endpoint_identity import store_inside
-from tasks.notify import HOOKS
-from tasks.object_locations import S3Location
-from tasks.object_storage import delete_prefix
-from tasks.retention import BackupRef, RetentionPolicy, plan_retention
 
 
 def snapshot_name(source: str) -> str:

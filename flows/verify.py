@@ -17,8 +17,9 @@ from prefect.cache_policies import NO_CACHE
 from blocks.errors import BackupDamaged, SlipwayError
 from blocks.object_storage import ObjectStorage
 from blocks.postgres import PostgresDatabase
-from tasks import postgres as pg
-from tasks.backup_catalog import (
+from tasks.notify import HOOKS
+from tasks.postgres import connection as pg
+from tasks.postgres.catalog import (
     VERIFICATION,
     BackupEntry,
     Verification,
@@ -27,11 +28,10 @@ from tasks.backup_catalog import (
     utcnow,
     write_json,
 )
-from tasks.notify import HOOKS
-from tasks.object_storage import storage_error
-from tasks.pg_backup import list_archive
-from tasks.pg_restore import restore_from_store
-from tasks.restore_scratch import scratch_dir
+from tasks.postgres.dump import list_archive
+from tasks.postgres.restore import restore_from_store
+from tasks.postgres.scratch import scratch_dir
+from tasks.storage.s3 import storage_error
 
 DRILL_JOBS = 2
 

@@ -1,8 +1,10 @@
 """A three-service compose app (api, worker, web) for rollout tests, built from busybox.
 
-Images `slipway-demo/{api,worker,web}:vN` for N in 1..4, built locally (no registry) on the
-harness's `slipway-test/busybox` base, once: a tag is rebuilt only when its content changed
-(the `slipway.fixture` label holds a hash of it).
+Images `slipway-demo/{api,worker,web}:vN` for N in 1..4, built locally on the harness's
+`slipway-test/busybox` base, once: a tag is rebuilt only when its content changed (the
+`slipway.fixture` label holds a hash of it). Given the harness's registry, they are pushed
+there as `REGISTRY/slipway-demo/SERVICE:vN` and the registry name is dropped locally, so a
+compose target deploying them pulls them, as in production.
 
 - api: `busybox httpd` on 8080 serving `/health` as `{"status": "ok", "version": "vN"}`.
   v3's api has no /health file, so httpd answers 404 there: its health gate fails while
@@ -82,12 +84,19 @@ def _image_sources(service: str, version: str) -> tuple[str, dict[str, bytes]]:
     return dockerfile, files
 
 
-def image(service: str, version: str) -> str:
-    return f"{REPOSITORY}/{service}:{version}"
+def image(service: str, version: str, registry: str | None = None) -> str:
+    prefix = f"{registry}/" if registry else ""
+    return f"{prefix}{REPOSITORY}/{service}:{version}"
 
 
-def build_images(client: docker.DockerClient, versions: tuple[str, ...] = VERSIONS) -> None:
-    """Build the demo images that are missing or out of date (needs the harness's base image)."""
+_pushed: set[tuple[str, str]] = set()  # (registry image, local image id)
+
+
+def build_images(
+    client: docker.DockerClient, versions: tuple[str, ...] = VERSIONS, registry: str | None = None
+) -> None:
+    """Build the demo images that are missing or out of date (needs the harness's base image),
+    and push them to `registry` when given."""
     for version in versions:
         for service in SERVICES:
             dockerfile, files = _image_sources(service, version)
@@ -99,23 +108,39 @@ def build_images(client: docker.DockerClient, versions: tuple[str, ...] = VERSIO
                 if client.images.get(tag).labels.get(LABEL) == digest:
                     continue
             build_image(client, tag, f"{dockerfile}LABEL {LABEL}={digest}\n", files)
+        if registry:
+            for service in SERVICES:
+                _push(client, image(service, version), image(service, version, registry))
+
+
+def _push(client: docker.DockerClient, local: str, remote: str) -> None:
+    built = client.images.get(local)
+    if (remote, str(built.id)) in _pushed:
+        return
+    built.tag(remote)
+    repository, tag = remote.rsplit(":", 1)
+    for line in client.images.push(repository, tag=tag, stream=True, decode=True):
+        if "error" in line:
+            raise DockerException(f"push {remote}: {line['error']}")
+    client.images.remove(remote)  # untag only: the local name keeps the image
+    _pushed.add((remote, str(built.id)))
 
 
 COMPOSE_FILE = """\
 version: "3.7"
 services:
   api:
-    image: "slipway-demo/api:${{APP_VERSION}}"
+    image: "{prefix}slipway-demo/api:${{APP_VERSION}}"
     ports: ["127.0.0.1:{api_port}:8080"]
   worker:
-    image: "slipway-demo/worker:${{APP_VERSION}}"
+    image: "{prefix}slipway-demo/worker:${{APP_VERSION}}"
     healthcheck:
       test: ["CMD", "test", "-f", "/tmp/ready"]
       interval: 250ms
       timeout: 1s
       retries: 3
   web:
-    image: "slipway-demo/web:${{APP_VERSION}}"
+    image: "{prefix}slipway-demo/web:${{APP_VERSION}}"
     ports: ["127.0.0.1:{web_port}:8080"]
 """
 
@@ -168,9 +193,17 @@ class ComposeApp:
 
 
 def create_app(
-    directory: Path, *, deadline_seconds: float = 20.0, project: str | None = None
+    directory: Path,
+    *,
+    deadline_seconds: float = 20.0,
+    project: str | None = None,
+    registry: str | None = None,
+    compose_command: list[str] | None = None,
 ) -> ComposeApp:
     """Write the compose file into `directory` and return settings for it.
+
+    With `registry`, the images are that registry's (see `build_images`); `compose_command`
+    forces a Compose (v2 or v1) instead of the target's choice.
 
     Health gates: api must answer /health with the deployed version, web must answer its
     index page, worker has no entry (its container's Docker healthcheck applies).
@@ -180,7 +213,9 @@ def create_app(
     while web_port == api_port:
         web_port = free_port()
     (directory / "docker-compose.yml").write_text(
-        COMPOSE_FILE.format(api_port=api_port, web_port=web_port)
+        COMPOSE_FILE.format(
+            api_port=api_port, web_port=web_port, prefix=f"{registry}/" if registry else ""
+        )
     )
     project = project or f"slipwaydemo{secrets.token_hex(4)}"
 
@@ -198,6 +233,7 @@ def create_app(
         project_directory=directory,
         project_name=project,
         stop_timeout_seconds=5,
+        compose_command=compose_command,
         health_checks={
             "api": [http(f"http://127.0.0.1:{api_port}/health", "version")],
             "web": [http(f"http://127.0.0.1:{web_port}/")],

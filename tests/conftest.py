@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tasks.rollout.compose_v1 import find_compose_v1
 from tests.chat_simulators import SlackSimulator, TelegramSimulator
 from tests.harness import SERVICES, Harness, ServiceUnavailable
 from tests.harness.docker_engine import DockerInfo
@@ -105,10 +106,31 @@ def s3b() -> S3Info:
 
 @pytest.fixture(scope="session")
 def docker_engine() -> DockerInfo:
-    """A Docker engine with the busybox test image built; DOCKER_HOST points at it."""
+    """A Docker engine with the busybox test image built; DOCKER_HOST points at it, and
+    DOCKER_CONFIG at a directory whose `docker compose` is Compose v2."""
     info: DockerInfo = _service("docker")
     os.environ["DOCKER_HOST"] = info.host
+    os.environ["DOCKER_CONFIG"] = str(info.docker_config)
     return info
+
+
+@pytest.fixture(params=["v2", "v1"])
+def compose_version(request: pytest.FixtureRequest) -> str:
+    """Which Compose a compose target runs: v2 (`docker compose`, the default users get) or
+    v1 (Debian's `docker-compose` 1.29)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def compose_command(compose_version: str, docker_engine: DockerInfo) -> list[str]:
+    """The `compose_command` setting that makes a compose target run `compose_version`."""
+    del docker_engine  # DOCKER_CONFIG must point at the v2 plugin first
+    if compose_version == "v2":
+        return ["docker", "compose"]
+    v1 = find_compose_v1()
+    if v1 is None:
+        pytest.skip("no docker-compose (v1) here: apt-get install docker-compose")
+    return [v1]
 
 
 @pytest.fixture(scope="session")

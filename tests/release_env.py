@@ -31,11 +31,12 @@ def save_release_environment(
     *,
     health_deadline: float = 15.0,
     docker_host: str | None = None,
+    registry: str | None = None,
 ) -> tuple[str, ComposeApp, str, str]:
     """(environment name, app, database, bucket) of a new environment of the demo app.
 
     `docker_host` goes into the target's settings, for runs (a worker's) that do not get
-    DOCKER_HOST from the test.
+    DOCKER_HOST from the test; with `registry`, the app's images are pulled from it.
     """
     from blocks.environment import Environment, MigrationSettings, ReleasePolicy
     from blocks.object_storage import ObjectStorage
@@ -44,7 +45,7 @@ def save_release_environment(
 
     releases_dir = root / "releases"
     write_migrations(releases_dir)
-    app = create_app(root / "app", deadline_seconds=health_deadline)
+    app = create_app(root / "app", deadline_seconds=health_deadline, registry=registry)
     name = f"rel-{secrets.token_hex(3)}"
     database = create_database(postgres, sql="")
     bucket = f"rel-{secrets.token_hex(4)}"

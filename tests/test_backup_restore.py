@@ -365,7 +365,7 @@ def test_restore_works_while_prefect_server_is_down(env: Env) -> None:
 @pytest.mark.parametrize("server_major", [16, 99])
 def test_pg_dump_older_than_server_is_refused(postgres: PostgresInfo, server_major: int) -> None:
     from blocks.errors import SlipwayError
-    from tasks.postgres import pg_tool
+    from tasks.postgres.connection import pg_tool
 
     with pytest.raises(SlipwayError) as err:
         pg_tool("pg_dump", server_major)

@@ -1,13 +1,16 @@
 """Rollouts to a real docker compose project (the demo app of tests/compose_app.py).
 
-Compose v1 (`docker-compose`) is what runs here, each command a plain process; the project
-still starts at v1 with one `up`, and one test takes it through a whole release cycle.
+The release cycle runs on Compose v2 (`docker compose`, the plugin the harness installs) and
+on v1 (Debian's `docker-compose`); the images come from the harness's registry, and the
+target pulls the ones it deploys. The project starts at v1 with one `up`, and one test
+takes it through a whole release cycle.
 What every target must do is in tests/test_rollout_contract.py; this file keeps what is
 compose-specific (events of the engine, preflight messages, settings).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,13 +19,15 @@ from typing import Any
 import docker
 import httpx
 import pytest
+from docker.errors import ImageNotFound
 
 from blocks.errors import ConfigError
 from blocks.rollout import ComposeTargetSettings, HealthCheck
 from tasks.rollout import MixedVersions, RolloutFailed, RolloutTarget
 from tasks.rollout.compose import ComposeTarget
-from tasks.rollout.compose_v1 import detect_compose_command
-from tests.compose_app import ComposeApp, build_images, create_app, image
+from tasks.rollout.compose_v1 import detect_compose_command, find_compose_v1
+from tests.compose_app import ComposeApp, build_images, create_app
+from tests.compose_app import image as registry_image
 from tests.harness.docker_engine import DockerInfo
 
 SERVICES = ["api", "worker", "web"]
@@ -31,20 +36,27 @@ SERVICES = ["api", "worker", "web"]
 @pytest.fixture(scope="session")
 def demo_images(docker_engine: DockerInfo) -> docker.DockerClient:
     client = docker_engine.client()
-    build_images(client)
+    build_images(client, registry=docker_engine.registry)
     return client
 
 
 @pytest.fixture
+def registry(docker_engine: DockerInfo) -> str:
+    return docker_engine.registry
+
+
+@pytest.fixture
 def running_app(
-    tmp_path: Path, demo_images: docker.DockerClient
+    tmp_path: Path, demo_images: docker.DockerClient, registry: str, compose_command: list[str]
 ) -> Iterator[tuple[ComposeApp, ComposeTarget]]:
     """A fresh project (unique name) running v1, taken down afterwards whatever happened.
 
     Down through the engine API (containers, then the network): the same as
     `compose down`, a second faster, and it works even when compose cannot.
     """
-    app = create_app(tmp_path / "app", deadline_seconds=3)
+    app = create_app(
+        tmp_path / "app", deadline_seconds=3, registry=registry, compose_command=compose_command
+    )
     target = ComposeTarget(app.settings)
     try:
         target.compose("up", "-d", version="v1")
@@ -82,16 +94,29 @@ def state(app: ComposeApp, client: docker.DockerClient) -> dict[str, tuple[str, 
 
 @pytest.mark.docker
 def test_release_cycle_deploy_refuse_fail_roll_back_stop_and_start(
-    running_app: tuple[ComposeApp, ComposeTarget], demo_images: docker.DockerClient
+    running_app: tuple[ComposeApp, ComposeTarget],
+    demo_images: docker.DockerClient,
+    registry: str,
+    compose_command: list[str],
 ) -> None:
     """One project through what releases do to it (one test: each compose v1 call costs ~1 s)."""
     app, target = running_app
     client = demo_images
+
+    def image(service: str, version: str) -> str:
+        return registry_image(service, version, registry)
+
     assert isinstance(target, RolloutTarget)
+    assert target.command() == compose_command
     assert target.current_version() == "v1"
 
+    # The registry's name of v2 is not on the engine: the deploy pulls it.
+    for service in SERVICES:
+        with contextlib.suppress(ImageNotFound):
+            client.images.remove(image(service, "v2"))
     since = time.time()
     report = target.deploy("v2")
+    assert all(client.images.get(image(s, "v2")).attrs["RepoDigests"] for s in SERVICES)
     assert [s.service for s in report.services] == SERVICES
     assert httpx.get(app.api_health_url).json() == {"status": "ok", "version": "v2"}
     assert "demo web v2" in httpx.get(app.web_url).text
@@ -110,7 +135,7 @@ def test_release_cycle_deploy_refuse_fail_roll_back_stop_and_start(
         target.deploy("v9")
     message = str(refused.value)
     assert "\n" not in message
-    assert message.startswith("images of version v9 are missing: slipway-demo/api:v9 (not local")
+    assert message.startswith(f"images of version v9 are missing: {image('api', 'v9')} (not local")
     assert all(image(s, "v9") in message for s in SERVICES)
     assert state(app, client) == v2
 
@@ -207,7 +232,7 @@ def test_preflight_names_each_problem_in_one_line(
         settings.model_copy(
             update={
                 "project_name": None,
-                "compose_command": ["docker-compose"],
+                "compose_command": [find_compose_v1()],
                 "services": ["api", "worker", "web", "cron"],
             }
         )
@@ -217,14 +242,16 @@ def test_preflight_names_each_problem_in_one_line(
     assert str(failed.value).startswith(
         "service 'cron' is not in the compose file (it has api, web, worker): fix services"
     )
-    assert target.command() == ["docker-compose"]
+    assert target.command() == [find_compose_v1()]
     assert target.project() == "myappv2"
     split = ComposeTargetSettings.model_validate(
         {"project_directory": tmp_path, "compose_command": "docker  compose"}
     )
     assert split.compose_command == ["docker", "compose"]
 
-    assert detect_compose_command()[-1] in {"compose", "docker-compose"}
+    # v2 when it works (the harness's DOCKER_CONFIG has the plugin): the default users get.
+    assert detect_compose_command() == ["docker", "compose"]
+    assert ComposeTarget(settings).command() == ["docker", "compose"]
     empty = tmp_path / "bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))

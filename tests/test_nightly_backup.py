@@ -16,10 +16,10 @@ from flows.nightly import nightly_backup
 from flows.prune import prune_backups
 from flows.snapshot import prune_snapshots, verify_snapshot
 from flows.verify import verify_backup
-from tasks.backup_catalog import new_backup_id, utcnow
-from tasks.bucket_snapshot import list_snapshots, snapshot_to_store
-from tasks.object_locations import S3Location
+from tasks.postgres.catalog import new_backup_id, utcnow
 from tasks.retention import RetentionPolicy
+from tasks.storage.locations import S3Location
+from tasks.storage.snapshot import list_snapshots, snapshot_to_store
 from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.s3 import S3Info

@@ -12,15 +12,15 @@ from psycopg import sql
 
 from blocks.errors import SlipwayError
 from blocks.settings import PostgresSettings
-from tasks.backup_catalog import (
+from tasks.postgres.catalog import (
     BackupEntry,
     Manifest,
     new_backup_id,
     utcnow,
 )
-from tasks.pg_backup import dump_to_store
-from tasks.pg_restore import restore_from_store
-from tasks.restore_scratch import scratch_dir
+from tasks.postgres.dump import dump_to_store
+from tasks.postgres.restore import restore_from_store
+from tasks.postgres.scratch import scratch_dir
 from tests.harness.postgres import PostgresInfo
 from tests.harness.s3 import S3Info
 from tests.pg_fixtures import create_database, snapshot

@@ -91,10 +91,12 @@ def stage(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stage]:
     client = docker_engine.client()
-    build_images(client)
+    build_images(client, registry=docker_engine.registry)
     root = tmp_path_factory.mktemp("release")
     # v3's failing health gate waits this long before the rollback starts.
-    name, app, database, bucket = save_release_environment(root, postgres, s3, health_deadline=8.0)
+    name, app, database, bucket = save_release_environment(
+        root, postgres, s3, health_deadline=8.0, registry=docker_engine.registry
+    )
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SLIPWAY_", "AWS_", "PG"))}
     cli_env = base | {"PREFECT_API_URL": prefect_server.api_url, "DOCKER_HOST": docker_engine.host}
     yield Stage(name, app, database, bucket, postgres, s3, docker_engine, cli_env)
@@ -110,7 +112,7 @@ def release(stage: Stage, version: str, **kwargs: Any) -> dict[str, Any]:
 
 def journal(stage: Stage, release_id: str | None = None) -> Any:
     from blocks.object_storage import ObjectStorage
-    from tasks.release_journal import list_releases
+    from tasks.release.journal import list_releases
 
     store = ObjectStorage.resolve(f"{stage.name}-store")
     journals = list_releases(store.client(), store, stage.name)
@@ -156,7 +158,8 @@ def test_2_dry_run_lists_pending_sql_and_changes_nothing(stage: Stage) -> None:
     assert missing.returncode == 1
     (line,) = missing.stderr.strip().splitlines()
     assert line.startswith("error: preflight of v9 failed, nothing changed: target: ")
-    assert "slipway-demo/api:v9" in line
+    # Not in the registry: refused in one line, before anything stops.
+    assert f"{stage.docker.registry}/slipway-demo/api:v9 (not local, pull failed" in line
     bad_tag = stage.cli("release", "v9;rm -rf /", "--env", stage.name)
     assert bad_tag.returncode == 1
     assert "cannot be an image tag" in bad_tag.stderr
@@ -241,8 +244,8 @@ def test_5_killed_release_then_rollback_gives_v2(stage: Stage) -> None:
 
 def test_6_two_releases_at_once_one_is_refused(stage: Stage) -> None:
     from blocks.postgres import PostgresDatabase
-    from tasks import postgres as pg
-    from tasks.deploy_lock import lock_holder
+    from tasks.postgres import connection as pg
+    from tasks.release.lock import lock_holder
 
     db = PostgresDatabase.resolve(f"{stage.name}-database")
     # The first release holds its lock until this test lets it go: its preflight reads

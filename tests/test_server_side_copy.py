@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from blocks.errors import SlipwayError
 from blocks.settings import StorageSettings
-from tasks.object_locations import ObjectMeta, S3Location
+from tasks.storage.locations import ObjectMeta, S3Location
 from tests.harness.s3 import S3Info
 from tests.s3_fault_proxy import fault_proxy
 

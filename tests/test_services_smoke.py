@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import secrets
+import subprocess
 import time
 from pathlib import Path
 
@@ -86,6 +87,29 @@ def test_container_answers_http(docker_engine: DockerInfo, tmp_path: Path) -> No
         assert body == "ok\n"
     finally:
         container.remove(force=True)
+
+
+@pytest.mark.docker
+def test_compose_v2_plugin_and_registry(docker_engine: DockerInfo) -> None:
+    """`docker compose` is the v2 plugin; an image pushed to the registry pulls back."""
+    env = dict(os.environ, DOCKER_HOST=docker_engine.host)
+    env["DOCKER_CONFIG"] = str(docker_engine.docker_config)
+    shown = subprocess.run(
+        ["docker", "compose", "version", "--short"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.strip().lstrip("v").startswith("2.")
+    client = docker_engine.client()
+    remote = f"{docker_engine.registry}/smoke/busybox"
+    client.images.get(BASE_IMAGE).tag(remote, tag="s1")
+    pushed = list(client.images.push(remote, tag="s1", stream=True, decode=True))
+    assert not [line for line in pushed if "error" in line]
+    client.images.remove(f"{remote}:s1")
+    assert client.images.pull(remote, tag="s1").attrs["RepoDigests"]
+    client.images.remove(f"{remote}:s1")
 
 
 def _ssh_connect(info: SshInfo, *, known_hosts: bool) -> paramiko.SSHClient:

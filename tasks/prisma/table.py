@@ -14,7 +14,7 @@ from psycopg.rows import class_row
 
 from blocks.errors import ConfigError, SlipwayError
 from blocks.settings import PostgresSettings
-from tasks.postgres import connect
+from tasks.postgres.connection import connect
 from tasks.prisma.models import LocalMigration, MigrationRow
 
 TABLE = "_prisma_migrations"

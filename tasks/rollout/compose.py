@@ -4,7 +4,8 @@ Changes go through the compose CLI (`docker compose`, v2, when it works, else
 `docker-compose`, v1), with the version in the child's environment, never in argv:
 `up -d --no-deps <service>` per service in order, `stop <service>` in reverse order.
 State is read with the Docker SDK from the containers' compose labels; the ordered rollout
-itself is `OrderedRollout`'s. This is the only module that imports the Docker SDK; the
+itself is `OrderedRollout`'s. The preflight of a version pulls its images, before anything
+stops. This is the only module that imports the Docker SDK; the
 `container` health-check kind is probed through its readiness hook.
 """
 
@@ -310,24 +311,30 @@ class ComposeTarget(OrderedRollout):
                     f"images of version {version} are missing: {', '.join(missing)}: "
                     "build and push them, or fix the version"
                 )
-            checks.append(f"images of {version} present")
+            checks.append(f"images of {version} pulled")
         return PreflightReport(self.describe(), checks)
 
     def _unavailable(self, image: str) -> str | None:
-        """Why the image is neither local nor pullable, else None (pulling it if needed)."""
+        """Why the image cannot be had, else None, pulling it first unless it is a local build.
+
+        Pulled here, before anything stops, so the deploy runs what the registry holds now.
+        An image built on the engine (no registry digest) is used as it is, and so is a
+        pulled one when the registry does not answer (a rollback need not wait for it).
+        """
         client = self.docker_client()
+        local = True
         try:
-            client.images.get(image)
-            return None
+            if not client.images.get(image).attrs.get("RepoDigests"):
+                return None
         except ImageNotFound:
-            pass
+            local = False
         repository, tag = parse_repository_tag(image)
         try:
             client.images.pull(repository, tag=tag or "latest")
             return None
         except DockerException as exc:
             reason = str(getattr(exc, "explanation", None) or exc)
-            return f"not local, pull failed: {_last_line(reason)[:100]}"
+            return None if local else f"not local, pull failed: {_last_line(reason)[:100]}"
 
     # -- the per-service steps of the ordered rollout ------------------------------------
 

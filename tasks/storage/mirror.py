@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from blocks.errors import SlipwayError
-from tasks.endpoint_identity import overlaps
-from tasks.local_files import key_problem
-from tasks.object_copy import copy_one
-from tasks.object_locations import (
+from tasks.storage.copy import copy_one
+from tasks.storage.endpoint_identity import overlaps
+from tasks.storage.local_files import key_problem
+from tasks.storage.locations import (
     SHA256,
     SOURCE_ETAG,
     AnyLocation,

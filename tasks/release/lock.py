@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from blocks.errors import SlipwayError
 from blocks.input_checks import check_environment_name
 from blocks.settings import PostgresSettings
-from tasks.postgres import admin_database, connect, connection_error
+from tasks.postgres.connection import admin_database, connect, connection_error
 
 # Advisory locks take two int4 keys: Slipway's namespace, then the environment's.
 NAMESPACE = 0x511D

@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from blocks.errors import SlipwayError
 from blocks.settings import StorageSettings
-from tasks.backup_catalog import (
+from tasks.postgres.catalog import (
     MANIFEST,
     CatalogEntry,
     CatalogManifest,
@@ -38,16 +38,16 @@ from tasks.backup_catalog import (
     utcnow,
     write_json,
 )
-from tasks.local_files import key_problem
-from tasks.object_locations import (
+from tasks.postgres.dump import PipeReader
+from tasks.storage.local_files import key_problem
+from tasks.storage.locations import (
     SMALL_OBJECT,
     AnyLocation,
     LocalLocation,
     ObjectInfo,
     ObjectMeta,
 )
-from tasks.object_storage import HashingReader, iter_object, storage_error, upload_stream
-from tasks.pg_backup import PipeReader
+from tasks.storage.s3 import HashingReader, iter_object, storage_error, upload_stream
 
 ARCHIVE = "files.tar.zst"
 PREFETCH = 64  # small objects fetched ahead, concurrently, while the tar is written

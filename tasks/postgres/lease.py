@@ -33,7 +33,7 @@ from pydantic import BaseModel
 
 from blocks.errors import SlipwayError
 from blocks.settings import PostgresSettings, StorageSettings
-from tasks.backup_catalog import (
+from tasks.postgres.catalog import (
     MANIFEST,
     backup_folder,
     is_backup_id,
@@ -43,14 +43,14 @@ from tasks.backup_catalog import (
     utcnow,
     write_json,
 )
-from tasks.deploy_lock import KEEPALIVES
-from tasks.object_storage import abort_uploads, delete_prefix, storage_error
-from tasks.postgres import admin_database, connection_error
+from tasks.postgres.connection import admin_database, connection_error
+from tasks.release.lock import KEEPALIVES
+from tasks.storage.s3 import abort_uploads, delete_prefix, storage_error
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-NAMESPACE = 0x511E  # first advisory lock key; tasks/deploy_lock.py uses 0x511D
+NAMESPACE = 0x511E  # first advisory lock key; tasks/release/lock.py uses 0x511D
 OWNER = "owner.json"
 
 

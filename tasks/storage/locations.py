@@ -23,8 +23,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from blocks.errors import SlipwayError
 from blocks.settings import StorageSettings
-from tasks.local_files import TMP_PREFIX, key_problem, walk
-from tasks.object_storage import UPLOAD_CONFIG, storage_error
+from tasks.storage.local_files import TMP_PREFIX, key_problem, walk
+from tasks.storage.s3 import UPLOAD_CONFIG, storage_error
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

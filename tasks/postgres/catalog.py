@@ -1,6 +1,6 @@
 """The catalog of database backups in the store: ids, key layout, manifests, verifications.
 
-Bucket snapshots (`tasks/bucket_snapshot.py`) share its entries, listing and lookup.
+Bucket snapshots (`tasks/storage/snapshot.py`) share its entries, listing and lookup.
 
 Layout under the store's prefix, one folder per backup:
     postgres/<database>/<backup id>/owner.json       written first: who runs the backup

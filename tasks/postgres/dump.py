@@ -24,8 +24,8 @@ import zstandard
 
 from blocks.errors import BackupDamaged, SlipwayError
 from blocks.settings import PostgresSettings, StorageSettings
-from tasks import postgres as pg
-from tasks.backup_catalog import (
+from tasks.postgres import connection as pg
+from tasks.postgres.catalog import (
     DUMP_SUFFIX,
     BackupEntry,
     Compression,
@@ -33,7 +33,7 @@ from tasks.backup_catalog import (
     TableCount,
     backup_folder,
 )
-from tasks.object_storage import (
+from tasks.storage.s3 import (
     HashingReader,
     confirm_stored,
     iter_object,

@@ -21,8 +21,8 @@ from blocks.environment import Environment
 from blocks.errors import SlipwayError
 from blocks.object_storage import ObjectStorage
 from blocks.postgres import PostgresDatabase
-from tasks import postgres as pg
-from tasks.backup_catalog import list_backups, utcnow
+from tasks.postgres import connection as pg
+from tasks.postgres.catalog import list_backups, utcnow
 from tasks.prisma import MigrationStatus, migration_status
 from tasks.rollout.base import RolloutTarget
 

@@ -14,7 +14,7 @@ import socket
 from urllib.parse import urlsplit
 
 from blocks.settings import StorageSettings
-from tasks.object_locations import AnyLocation, LocalLocation, S3Location
+from tasks.storage.locations import AnyLocation, LocalLocation, S3Location
 
 THIS_MACHINE = "this-machine"
 AWS = "aws"  # no endpoint: AWS itself, where bucket names are global

@@ -15,7 +15,7 @@ from psycopg import sql
 
 from blocks.errors import SlipwayError
 from blocks.settings import PostgresSettings
-from tasks.backup_catalog import TableCount
+from tasks.postgres.catalog import TableCount
 
 # The tables whose data pg_dump dumps: not those an extension creates (CREATE EXTENSION
 # makes them again), except the extension's configuration tables (pg_extension_config_dump).

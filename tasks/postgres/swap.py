@@ -29,7 +29,7 @@ from psycopg import errors, sql
 
 from blocks.errors import SlipwayError
 from blocks.settings import PostgresSettings
-from tasks import postgres as pg
+from tasks.postgres import connection as pg
 
 MAX_NAME_BYTES = 63  # PostgreSQL's identifier limit (NAMEDATALEN - 1)
 SIDE = "_slipway_{tag}_"

@@ -11,7 +11,7 @@ import os
 import threading
 
 from blocks.errors import SlipwayError
-from tasks.object_locations import (
+from tasks.storage.locations import (
     SHA256,
     SMALL_OBJECT,
     SOURCE_ETAG,
@@ -22,7 +22,7 @@ from tasks.object_locations import (
     S3Location,
     md5_etag,
 )
-from tasks.object_storage import HashingReader
+from tasks.storage.s3 import HashingReader
 
 # Streamed copies of large objects hold up to 4 parts of 8 MiB each in memory.
 LARGE_STREAMS = threading.BoundedSemaphore(2)

@@ -27,10 +27,10 @@ from typing import IO, TYPE_CHECKING
 
 from blocks.errors import SlipwayError
 from blocks.settings import PostgresSettings, StorageSettings
-from tasks import postgres as pg
-from tasks.backup_catalog import BackupEntry
-from tasks.child_lifetime import tied_to_parent
-from tasks.pg_backup import hashed_plain_chunks
+from tasks.postgres import connection as pg
+from tasks.postgres.catalog import BackupEntry
+from tasks.postgres.children import tied_to_parent
+from tasks.postgres.dump import hashed_plain_chunks
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -1,0 +1,1 @@
+"""Releases: preflight checks, the release journal, the deploy lock and approvals."""

@@ -1,0 +1,1 @@
+"""Object storage: S3 and local locations, copies, bucket mirrors and snapshots."""
