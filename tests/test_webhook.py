@@ -68,17 +68,7 @@ def webhook(
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLIPWAY_")}
     env |= {"PREFECT_API_URL": prefect_server.api_url, "SLIPWAY_WEBHOOK_SECRET": SECRET}
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "deployments.cli",
-            "webhook",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-        ],
+        serve_command(config, port),
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -127,6 +117,28 @@ def github_push(
             **extra,
         }
     ).encode()
+    return send_signed(url, body, delivery=delivery, secret=secret)
+
+
+def serve_command(config: Path, port: int) -> list[str]:
+    """`slipway webhook serve` with this config on this port."""
+    return [
+        sys.executable,
+        *("-m", "deployments.cli", "webhook", "serve"),
+        *("--config", str(config), "--port", str(port)),
+    ]
+
+
+def send_signed(
+    url: str,
+    body: bytes,
+    *,
+    content_type: str = "application/json",
+    delivery: str | None = None,
+    secret: str = SECRET,
+    timeout: float = 10,
+) -> httpx.Response:
+    """A GitHub push delivery of `body` as sent, signed as GitHub signs it."""
     signature = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     return httpx.post(
         url,
@@ -135,9 +147,9 @@ def github_push(
             "X-GitHub-Event": "push",
             "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
             "X-Hub-Signature-256": signature,
-            "Content-Type": "application/json",
+            "Content-Type": content_type,
         },
-        timeout=10,
+        timeout=timeout,
     )
 
 

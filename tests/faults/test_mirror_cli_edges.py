@@ -63,14 +63,20 @@ def test_hostile_keys_into_a_directory_are_one_line(
     assert [p.name for p in tmp_path.iterdir()] == ["mirror"]
 
 
-def test_a_dangling_link_in_a_local_source_is_one_line(
-    s3: S3Info, env: dict[str, str], tmp_path: Path
-) -> None:
+def source_with_a_dangling_link(tmp_path: Path) -> Path:
+    """A directory holding `a.txt` and `gone.txt`, a link to a file that is not there."""
     src = tmp_path / "uploads"
     src.mkdir()
     (src / "a.txt").write_bytes(b"alpha")
-    (src / "b.txt").write_bytes(b"beta")
     (src / "gone.txt").symlink_to(src / "moved-away.txt")
+    return src
+
+
+def test_a_dangling_link_in_a_local_source_is_one_line(
+    s3: S3Info, env: dict[str, str], tmp_path: Path
+) -> None:
+    src = source_with_a_dangling_link(tmp_path)
+    (src / "b.txt").write_bytes(b"beta")
     bucket = new_bucket(s3, "mirror")
     proc = slipway("mirror", str(src), f"s3://{bucket}/m", env=env)
     error = one_error(proc)
@@ -92,10 +98,7 @@ def test_snapshot_into_its_own_bucket_under_another_spelling_is_refused(
 def test_a_snapshot_of_a_directory_with_a_dangling_link_keeps_the_rest(
     s3: S3Info, env: dict[str, str], tmp_path: Path
 ) -> None:
-    src = tmp_path / "uploads"
-    src.mkdir()
-    (src / "a.txt").write_bytes(b"alpha")
-    (src / "gone.txt").symlink_to(src / "moved-away.txt")
+    src = source_with_a_dangling_link(tmp_path)
     store = new_bucket(s3, "store")
     env["SLIPWAY_BACKUP_URL"] = f"s3://{store}/backups"
     error = one_error(slipway("snapshot", str(src), "--name", "uploads", env=env))

@@ -12,14 +12,11 @@ release deployment of tests/test_webhook.py parked on a pool no worker serves.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import secrets
 import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +29,13 @@ import pytest
 
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.procs import free_port, wait_until
-from tests.test_webhook import ENVIRONMENT, release_deployment, releases
+from tests.test_webhook import (
+    ENVIRONMENT,
+    release_deployment,
+    releases,
+    send_signed,
+    serve_command,
+)
 
 __all__ = ["release_deployment"]  # the fixture, used by name
 
@@ -63,17 +66,7 @@ class Webhook:
         self.port = free_port()
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "deployments.cli",
-                    "webhook",
-                    "serve",
-                    "--config",
-                    str(self.config),
-                    "--port",
-                    str(self.port),
-                ],
+                serve_command(self.config, self.port),
                 cwd=REPO,
                 env=self.env,
                 stdout=out,
@@ -134,17 +127,8 @@ def send(
     url: str, body: bytes, content_type: str = "application/json", delivery: str | None = None
 ) -> httpx.Response:
     """A GitHub delivery: the signature covers the body as sent."""
-    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    return httpx.post(
-        url,
-        content=body,
-        headers={
-            "X-GitHub-Event": "push",
-            "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
-            "X-Hub-Signature-256": signature,
-            "Content-Type": content_type,
-        },
-        timeout=30,
+    return send_signed(
+        url, body, content_type=content_type, delivery=delivery, secret=SECRET, timeout=30
     )
 
 

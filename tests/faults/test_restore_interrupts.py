@@ -53,16 +53,7 @@ class Setup:
 
     def start_restore(self, target: str, *flags: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [
-                *SLIPWAY,
-                "restore",
-                self.backup_id,
-                "--target-database-url",
-                self.pg.url_without_password(target),
-                "--source-database",
-                self.source,
-                *flags,
-            ],
+            [*SLIPWAY, *self.restore_args(target, *flags)],
             env=self.vars,
             cwd=REPO,
             stdout=subprocess.PIPE,
@@ -71,7 +62,11 @@ class Setup:
         )
 
     def restore(self, target: str, *flags: str) -> subprocess.CompletedProcess[str]:
-        return slipway(
+        return slipway(*self.restore_args(target, *flags), env=self.vars)
+
+    def restore_args(self, target: str, *flags: str) -> list[str]:
+        """`slipway restore` of the backup into `target` on the same server."""
+        return [
             "restore",
             self.backup_id,
             "--target-database-url",
@@ -79,8 +74,7 @@ class Setup:
             "--source-database",
             self.source,
             *flags,
-            env=self.vars,
-        )
+        ]
 
 
 @pytest.fixture(scope="module")

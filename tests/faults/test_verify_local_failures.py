@@ -13,8 +13,9 @@ import json
 import os
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -188,16 +189,25 @@ def test_row_counts_that_differ_still_record_not_verified(env: Env) -> None:
     assert recorded["drill"] is True
 
 
-def test_unreadable_archive_still_records_not_verified(env: Env) -> None:
-    """Stored bytes that match their checksum but are no archive: damage, not a local fault."""
-    backup_id, _ = verified_backup(env)
+def edit_manifest(env: Env, backup_id: str, change: Callable[[dict[str, Any]], None]) -> None:
+    """Rewrite the stored manifest of `backup_id` with `change` applied."""
     client = env.client()
     key = next(k for k in _keys(env) if k.endswith(f"/{backup_id}/manifest.json"))
     manifest = json.loads(client.get_object(Bucket=env.bucket, Key=key)["Body"].read())
-    body = zstandard.ZstdCompressor().compress(b"PGDMP but not really a dump" * 100)
-    client.put_object(Bucket=env.bucket, Key=manifest["dump"]["key"], Body=body)
-    manifest["dump"].update(size=len(body), sha256=hashlib.sha256(body).hexdigest())
+    change(manifest)
     client.put_object(Bucket=env.bucket, Key=key, Body=json.dumps(manifest).encode())
+
+
+def test_unreadable_archive_still_records_not_verified(env: Env) -> None:
+    """Stored bytes that match their checksum but are no archive: damage, not a local fault."""
+    backup_id, _ = verified_backup(env)
+    body = zstandard.ZstdCompressor().compress(b"PGDMP but not really a dump" * 100)
+
+    def replace_dump(manifest: dict[str, Any]) -> None:
+        env.client().put_object(Bucket=env.bucket, Key=manifest["dump"]["key"], Body=body)
+        manifest["dump"].update(size=len(body), sha256=hashlib.sha256(body).hexdigest())
+
+    edit_manifest(env, backup_id, replace_dump)
 
     _one_line_error(env.run("verify", backup_id), "damaged", "pg_restore cannot read")
 
@@ -208,11 +218,8 @@ def test_unreadable_archive_still_records_not_verified(env: Env) -> None:
 def test_pg_restore_older_than_the_backup_keeps_verdict(env: Env) -> None:
     """An old local client cannot judge a newer archive: a local failure, not damage."""
     backup_id, before = verified_backup(env)
-    client = env.client()
-    key = next(k for k in _keys(env) if k.endswith(f"/{backup_id}/manifest.json"))
-    manifest = json.loads(client.get_object(Bucket=env.bucket, Key=key)["Body"].read())
-    manifest["pg_dump_version"] = "99.1"  # as if made by a pg_dump newer than any here
-    client.put_object(Bucket=env.bucket, Key=key, Body=json.dumps(manifest).encode())
+    # As if made by a pg_dump newer than any here.
+    edit_manifest(env, backup_id, lambda manifest: manifest.update(pg_dump_version="99.1"))
 
     proc = env.run("verify", backup_id)
 
