@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from blocks.errors import BackupDamaged, SlipwayError
 from blocks.object_storage import ObjectStorage
 from blocks.postgres import PostgresDatabase
+from blocks.text import error_line
 from tasks.notify import HOOKS
 from tasks.postgres import connection as pg
 from tasks.postgres.catalog import (
@@ -97,10 +98,10 @@ def _drill(db: PostgresDatabase, store: ObjectStorage, entry: BackupEntry) -> st
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    text = error_line(exc, None)
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         text = f"{tempfile.gettempdir()} is full: {text}; set TMPDIR to a larger disk"
-    return text or type(exc).__name__
+    return text
 
 
 def _record(store: ObjectStorage, key: str, verdict: Verification) -> None:

@@ -32,16 +32,18 @@ def stop(signum, frame):
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    os._exit(128 + signum)
+    raise SystemExit(128 + signum)  # out of child.wait(); the exit status says which
 
 signal.signal(signal.SIGTERM, stop)
 signal.signal(signal.SIGINT, stop)
 libc.prctl({PR_SET_PDEATHSIG}, int(signal.SIGTERM))
 if os.getppid() != int(sys.argv[1]):
-    os._exit(1)  # the parent died before the setting: no signal would ever come
+    sys.exit(1)  # the parent died before the setting: no signal would ever come
 child = subprocess.Popen(
     sys.argv[2:],
     start_new_session=True,
+    # Single-threaded here, so safe: the command dies with this supervisor, even if that
+    # comes before its pid is in `group`.
     preexec_fn=lambda: libc.prctl({PR_SET_PDEATHSIG}, int(signal.SIGKILL)),
 )
 group.append(child.pid)
