@@ -1,12 +1,14 @@
-"""`python -m bench.mirror_bench`: Slipway's bucket mirror against `aws s3 sync`, in one run.
+"""`python -m bench.mirror_bench`: Slipway's bucket mirror against `aws s3 sync` and rclone.
 
-Starts two throwaway S3 servers and a Prefect server, fills a source bucket with
-BENCH_OBJECTS (3,000) objects of 4-64 KiB plus five of 50 MiB, then measures a first full mirror into a fresh prefix (same
-endpoint against awscli, which cannot copy between endpoints; cross endpoint Slipway alone)
-and, over BENCH_NOCHANGE_OBJECTS (20,000) objects, a mirror with nothing to do: objects
-compared per second net of start-up, i.e. N / (no-change run - the same command on an empty
-bucket). Timed runs are best of BENCH_REPEAT (2); one JSON line per measurement. `seconds`
-is wall time, start-up included; `mirror_seconds` is the mirror's own report of its time.
+Starts two throwaway S3 servers and a Prefect server and fills a source bucket with
+BENCH_OBJECTS (3,000) objects of 4-64 KiB plus five of 50 MiB. Measures, the tools taking
+turns, best of BENCH_REPEAT (2):
+- each tool's run on an empty bucket: its fixed cost, taken off its other figures;
+- a first full mirror into a fresh prefix on the same endpoint (server-side copies; rclone
+  as `rclone copy` at its best), and cross endpoint for Slipway alone (the others cannot);
+- a run with nothing to do over BENCH_NOCHANGE_OBJECTS (20,000) objects: listed and compared.
+One JSON line per measurement; `seconds_wall` is wall time, start-up included;
+`mirror_seconds` is the mirror's own report of its time.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import boto3
 from botocore.config import Config
 
 from bench.measure import Measurement, best, best_interleaved, emit, ratio_record, run_measured
+from bench.rclone import REMOTE, rclone_env, rclone_path
 from tests.harness import Harness
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.s3 import S3Info
@@ -42,6 +45,8 @@ FILL_WORKERS = 32
 BIG_OBJECTS = 5
 BIG_SIZE = 50 * 1024 * 1024
 NOCHANGE_SIZE = 1024
+FIXED_COST_LIMIT = 4.0
+RCLONE_FLAGS = ["--transfers", "32", "--checkers", "32", "--checksum", "--fast-list"]
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,11 @@ class Tools:
         argv = [str(self.aws), "s3", "sync", src, dst, "--endpoint-url", self.source.endpoint_url]
         return run_measured([*argv, *(extra or ["--only-show-errors"])], env=self.aws_env())
 
+    def rclone(self, src: str, dst: str) -> Measurement:
+        """rclone at its best: same-remote server-side copies, wide, one listing per side."""
+        argv = [rclone_path(), "copy", _remote(src), _remote(dst), *RCLONE_FLAGS]
+        return run_measured(argv, env=rclone_env(self.env, self.source))
+
     def aws_env(self) -> dict[str, str]:
         nowhere = str(self.aws.parent / "no-aws-config")
         return {
@@ -147,6 +157,17 @@ class Tools:
             "AWS_SHARED_CREDENTIALS_FILE": nowhere,
             "AWS_EC2_METADATA_DISABLED": "true",
         }
+
+
+def _remote(url: str) -> str:
+    """s3://bucket/prefix as rclone's bench:bucket/prefix."""
+    return f"{REMOTE}:{url.removeprefix('s3://')}"
+
+
+def net(run: Measurement, empty: Measurement) -> float:
+    """A run's time net of the same tool's run on an empty bucket (clamped above timer noise,
+    so rates stay finite)."""
+    return max(run.seconds - empty.seconds, 0.001)
 
 
 def report(m: Measurement) -> dict[str, Any]:
@@ -219,34 +240,63 @@ def main() -> None:
         # Warm-ups (not timed): the first runs read their modules from disk.
         best(1, lambda: tools.slipway(empty_source, f"s3://{dst}/warm-slipway", s3))
         best(1, lambda: tools.awscli(empty_source, f"s3://{dst}/warm-aws"))
+        best(1, lambda: tools.rclone(empty_source, f"s3://{dst}/warm-rclone"))
 
-        # 1. First full mirror, same endpoint: server-side copies on both sides.
-        slip, base = best_interleaved(
+        # Each tool's run on an empty bucket: its fixed cost, taken off its other figures.
+        def empties() -> list[Callable[[], Measurement]]:
+            return [
+                lambda: tools.slipway(empty_source, f"s3://{dst}/{fresh('e-slipway')}", s3),
+                lambda: tools.awscli(empty_source, f"s3://{dst}/{fresh('e-aws')}"),
+                lambda: tools.rclone(empty_source, f"s3://{dst}/{fresh('e-rclone')}"),
+            ]
+
+        # 1. First full mirror, same endpoint: server-side copies on every side.
+        slip, aws_full, rc_full, slip_e, aws_e, rc_e = best_interleaved(
             repeat,
             first_full(lambda d: tools.slipway(source, d, s3), client, dst, "slipway", full),
             first_full(lambda d: tools.awscli(source, d), client, dst, "aws", full),
+            first_full(lambda d: tools.rclone(source, d), client, dst, "rclone", full),
+            *empties(),
         )
         out = report(slip)
         emit(
-            ratio_record(
-                "slipway mirror, first full (same endpoint)",
-                slip.seconds,
-                "aws s3 sync",
-                base.seconds,
-                0.5,
-                speedup=round(base.seconds / slip.seconds, 2),
-                objects=full.objects,
-                mb=round(full.mb, 1),
-                **rates(full, slip.seconds),
-                **rates(full, base.seconds, "baseline_"),
-                peak_rss_mb=slip.peak_rss_mb,
-                baseline_peak_rss_mb=base.peak_rss_mb,
-                mirror_seconds=out.get("seconds"),
-                list_seconds=out.get("list_seconds"),
-            )
+            {
+                "bench": "slipway mirror on an empty bucket (fixed cost)",
+                "seconds": round(slip_e.seconds, 3),
+                "limit_seconds": FIXED_COST_LIMIT,
+                "ok": slip_e.seconds <= FIXED_COST_LIMIT,
+                "aws_seconds": round(aws_e.seconds, 3),
+                "rclone_seconds": round(rc_e.seconds, 3),
+            }
         )
+        slip_net = net(slip, slip_e)
+        for name, base, base_e, limit in (
+            ("aws s3 sync", aws_full, aws_e, round(1 / 1.5, 3)),
+            ("rclone copy " + " ".join(RCLONE_FLAGS), rc_full, rc_e, 1.0),
+        ):
+            base_net = net(base, base_e)
+            emit(
+                ratio_record(
+                    "slipway mirror, first full (same endpoint), net of the empty run",
+                    slip_net,
+                    f"{name} (net)",
+                    base_net,
+                    limit,
+                    speedup=round(base_net / slip_net, 2),
+                    objects=full.objects,
+                    mb=round(full.mb, 1),
+                    seconds_wall=round(slip.seconds, 3),
+                    baseline_seconds_wall=round(base.seconds, 3),
+                    **rates(full, slip_net),
+                    **rates(full, base_net, "baseline_"),
+                    peak_rss_mb=slip.peak_rss_mb,
+                    baseline_peak_rss_mb=base.peak_rss_mb,
+                    mirror_seconds=out.get("seconds"),
+                    list_seconds=out.get("list_seconds"),
+                )
+            )
 
-        # 2. First full mirror, cross endpoint: every byte through Slipway (awscli cannot).
+        # 2. First full mirror, cross endpoint: every byte through Slipway (the others cannot).
         cross = best(
             repeat,
             first_full(lambda d: tools.slipway(source, d, s3b), client_b, dst_b, "cross", full),
@@ -265,10 +315,13 @@ def main() -> None:
         )
 
         # 3. Nothing to do: each tool against its own earlier copy of the no-change bucket.
-        slip_dst, aws_dst = f"s3://{dst}/nochange-slipway", f"s3://{dst}/nochange-aws"
+        slip_dst, aws_dst, rc_dst = (
+            f"s3://{dst}/nochange-{n}" for n in ("slipway", "aws", "rclone")
+        )
         best(1, lambda: tools.slipway(nc_source, slip_dst, s3))
         best(1, lambda: tools.awscli(nc_source, aws_dst))
-        for prefix in ("nochange-slipway", "nochange-aws"):
+        best(1, lambda: tools.rclone(nc_source, rc_dst))
+        for prefix in ("nochange-slipway", "nochange-aws", "nochange-rclone"):
             if (got := tree(client, dst, prefix)) != unchanged:
                 raise SystemExit(f"{prefix}: the destination holds {got}, expected {unchanged}")
         dry = best(1, lambda: tools.awscli(nc_source, aws_dst, "--dryrun"))
@@ -281,47 +334,37 @@ def main() -> None:
                 raise SystemExit(f"slipway mirror with nothing to do planned {todo} copies")
             return m
 
-        slip_nc, slip_empty, base_nc, base_empty = best_interleaved(
+        slip_nc, aws_nc, rc_nc, slip_e, aws_e, rc_e = best_interleaved(
             repeat,
             slipway_nochange,
-            lambda: tools.slipway(empty_source, f"s3://{dst}/e-slipway", s3),
             lambda: tools.awscli(nc_source, aws_dst),
-            lambda: tools.awscli(empty_source, f"s3://{dst}/e-aws"),
+            lambda: tools.rclone(nc_source, rc_dst),
+            *empties(),
         )
-        base_net = base_nc.seconds - base_empty.seconds
-        if base_net <= 0:
-            raise SystemExit(f"aws s3 sync: no-change run no slower than empty ({base_net:.3f} s)")
-        # Below timer noise the net time is clamped, so the rate stays finite.
-        slip_net = max(slip_nc.seconds - slip_empty.seconds, 0.001)
-        slip_rate, base_rate = unchanged.objects / slip_net, unchanged.objects / base_net
-        emit(
-            ratio_record(
-                "slipway mirror, nothing to do: net seconds to compare",
-                slip_net,
-                "aws s3 sync, nothing to do (net)",
-                base_net,
-                0.5,
-                objects=unchanged.objects,
-                compared_per_s=round(slip_rate, 1),
-                baseline_compared_per_s=round(base_rate, 1),
-                rate_ratio=round(slip_rate / base_rate, 2),
-                mirror_seconds=report(slip_nc).get("seconds"),
-                list_seconds=report(slip_nc).get("list_seconds"),
+        slip_net = net(slip_nc, slip_e)
+        for name, base, base_e, limit in (
+            ("aws s3 sync", aws_nc, aws_e, 0.5),
+            ("rclone copy " + " ".join(RCLONE_FLAGS), rc_nc, rc_e, 1.0),
+        ):
+            base_net = net(base, base_e)
+            emit(
+                ratio_record(
+                    "slipway mirror, nothing to do: listed and compared, net of the empty run",
+                    slip_net,
+                    f"{name}, nothing to do (net)",
+                    base_net,
+                    limit,
+                    objects=unchanged.objects,
+                    compared_per_s=round(unchanged.objects / slip_net, 1),
+                    baseline_compared_per_s=round(unchanged.objects / base_net, 1),
+                    seconds_wall=round(slip_nc.seconds, 3),
+                    baseline_seconds_wall=round(base.seconds, 3),
+                    empty_seconds=round(slip_e.seconds, 3),
+                    baseline_empty_seconds=round(base_e.seconds, 3),
+                    mirror_seconds=report(slip_nc).get("seconds"),
+                    list_seconds=report(slip_nc).get("list_seconds"),
+                )
             )
-        )
-        emit(
-            {
-                "bench": "mirror wall time, nothing to do",
-                "objects": unchanged.objects,
-                "seconds": round(slip_nc.seconds, 3),
-                "empty_seconds": round(slip_empty.seconds, 3),
-                "peak_rss_mb": slip_nc.peak_rss_mb,
-                "baseline": "aws s3 sync",
-                "baseline_seconds": round(base_nc.seconds, 3),
-                "baseline_empty_seconds": round(base_empty.seconds, 3),
-                "baseline_peak_rss_mb": base_nc.peak_rss_mb,
-            }
-        )
     finally:
         harness.stop()
 

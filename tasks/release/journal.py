@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from blocks.errors import SlipwayError
 from blocks.settings import StorageSettings
+from blocks.text import error_line
 from tasks.postgres.catalog import new_backup_id, read_json, utcnow, write_json
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ class Journal:
             yield record
         except BaseException as exc:
             record.status = "failed"
-            record.detail = record.detail or _one_line(exc)
+            record.detail = record.detail or error_line(exc, 300)
             raise
         else:
             if record.status == "running":
@@ -177,11 +178,6 @@ class Journal:
         if error:
             self.record.error = error
         self.save()
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def list_releases(client: S3Client, store: StorageSettings, environment: str) -> list[Journal]:
