@@ -43,7 +43,7 @@ FIXED_COST_LIMIT = 4.0
 def main() -> None:
     size_mb = int(os.environ.get("BENCH_MB", "1024"))
     repeat = int(os.environ.get("BENCH_REPEAT", "2"))
-    harness = Harness(Path(os.environ.get("SLIPWAY_TEST_TMP", "/tmp/slipway-tests")))
+    harness = Harness()
     try:
         harness.start_async("postgres", "s3", "prefect")
         pg: PostgresInfo = harness.require("postgres")

@@ -198,7 +198,7 @@ def main() -> None:
     small = int(os.environ.get("BENCH_OBJECTS", "3000"))
     nochange = int(os.environ.get("BENCH_NOCHANGE_OBJECTS", "20000"))
     repeat = int(os.environ.get("BENCH_REPEAT", "2"))
-    harness = Harness(Path(os.environ.get("SLIPWAY_TEST_TMP", "/tmp/slipway-tests")))
+    harness = Harness()
     try:
         harness.start_async("s3", "s3b", "prefect")
         aws = install_awscli(harness.session_dir / "awscli")

@@ -81,7 +81,7 @@ def backup_seconds(record: dict[str, Any]) -> float:
 
 def main() -> None:
     repeat = int(os.environ.get("BENCH_REPEAT", "2"))
-    harness = Harness(Path(os.environ.get("SLIPWAY_TEST_TMP", "/tmp/slipway-tests")))
+    harness = Harness()
     try:
         harness.start_async("docker", "postgres", "s3", "prefect")
         docker_info: DockerInfo = harness.require("docker")

@@ -30,9 +30,11 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from blocks.environment import BucketBackup, Environment, MigrationSettings, ReleasePolicy
+from blocks.config_check import combined
+from blocks.environment_settings import BucketBackup, MigrationSettings, ReleasePolicy
 from blocks.errors import ConfigError
 from blocks.rollout import HealthCheck, TargetSettings
+from blocks.settings import PostgresSettings
 
 REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,40}")
@@ -49,84 +51,130 @@ SECRET_PATHS = (
 class DatabaseSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str = Field(description="postgresql://user@host:port/db, without the password.")
-    password: str | None = None
+    password: str | None = Field(
+        default=None, description='The role\'s password, as a reference: "${DB_PASSWORD}".'
+    )
 
 
 class StoreSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    url: str = Field(description="s3://bucket/prefix")
-    endpoint_url: str | None = None
-    region: str | None = None
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
+    url: str = Field(description="Where backups and the release journal go: s3://bucket/prefix.")
+    endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint, e.g. http://minio:9000 (empty: AWS)."
+    )
+    region: str | None = Field(default=None, description="Region (AWS); MinIO accepts any.")
+    access_key_id: str | None = Field(
+        default=None, description="Access key id (empty: boto3's default chain)."
+    )
+    secret_access_key: str | None = Field(
+        default=None, description='Secret access key, as a reference: "${BACKUP_SECRET}".'
+    )
 
 
 class SlackSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    webhook_url: str | None = None
-    bot_token: str | None = None
-    channel: str | None = None
-    base_url: str | None = None
+    webhook_url: str | None = Field(
+        default=None,
+        description='Incoming webhook URL, as a reference: "${SLACK_WEBHOOK_URL}".',
+    )
+    bot_token: str | None = Field(
+        default=None,
+        description='Bot token (xoxb-...) instead of a webhook, as a reference: "${SLACK_BOT_TOKEN}".',
+    )
+    channel: str | None = Field(
+        default=None, description="Channel for the bot token: #deploys or its id (C0123...)."
+    )
+    base_url: str | None = Field(
+        default=None, description="Slack Web API base URL (empty: https://slack.com/api/)."
+    )
 
 
 class TelegramSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    bot_token: str
-    chat_ids: list[str] | str
-    api_url: str | None = None
+    bot_token: str = Field(
+        description='Bot token from @BotFather, as a reference: "${TELEGRAM_BOT_TOKEN}".'
+    )
+    chat_ids: list[str] | str = Field(
+        description="Chat ids to notify (users; groups: -100...), a list or comma-separated."
+    )
+    api_url: str | None = Field(
+        default=None, description="Telegram Bot API base URL (empty: https://api.telegram.org)."
+    )
 
 
 class NotifiersSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    slack: SlackSpec | None = None
-    telegram: TelegramSpec | None = None
+    slack: SlackSpec | None = Field(default=None, description="A Slack notifier.")
+    telegram: TelegramSpec | None = Field(default=None, description="A Telegram notifier.")
 
 
 class EnvironmentFile(BaseModel):
     """The file's shape: the Environment block's fields plus its sub-blocks inline."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str
-    database: DatabaseSpec
-    store: StoreSpec
-    target: TargetSettings
-    health_checks: list[HealthCheck] = Field(default_factory=list)
-    migrations: MigrationSettings = Field(default_factory=MigrationSettings)
-    policy: ReleasePolicy = Field(default_factory=ReleasePolicy)
-    notifiers: NotifiersSpec = Field(default_factory=NotifiersSpec)
-    buckets: list[BucketBackup] = Field(default_factory=list)
+    name: str = Field(
+        description="The environment's name (lowercase letters, digits, '-'): its block, "
+        "`--env NAME` and the `release/NAME` deployment."
+    )
+    database: DatabaseSpec = Field(description="The app's PostgreSQL database.")
+    store: StoreSpec = Field(description="The backup store (S3 or MinIO).")
+    target: TargetSettings = Field(
+        description="Where the app runs, chosen by kind (compose: a docker compose project)."
+    )
+    health_checks: list[HealthCheck] = Field(
+        default_factory=list,
+        description="Checks of the whole app after the rollout, e.g. its public URL with "
+        "version_field.",
+    )
+    migrations: MigrationSettings = Field(
+        default_factory=MigrationSettings, description="How the Prisma migrations are applied."
+    )
+    policy: ReleasePolicy = Field(
+        default_factory=ReleasePolicy,
+        description="What releases, rollbacks and restores may do on their own.",
+    )
+    notifiers: NotifiersSpec = Field(
+        default_factory=NotifiersSpec, description="Where outcomes are announced."
+    )
+    buckets: list[BucketBackup] = Field(
+        default_factory=list, description="The app's buckets in the nightly backup."
+    )
 
 
-def _check_secrets(data: dict[str, Any], path: Path) -> None:
+def _secret_problems(data: dict[str, Any], path: Path) -> list[str]:
+    problems = []
     for keys in SECRET_PATHS:
         node: Any = data
         for key in keys:
             node = node.get(key) if isinstance(node, dict) else None
         if node is not None and not (isinstance(node, str) and REFERENCE.fullmatch(node)):
-            raise ConfigError(
+            problems.append(
                 f'{".".join(keys)} in {path} is a literal secret: write "${{SOME_VAR}}" and '
                 "export SOME_VAR where you run `slipway env apply`"
             )
     database = data.get("database")
     url = database.get("url") if isinstance(database, dict) else None
     if isinstance(url, str) and re.match(r"[a-z]+://[^/@]*:[^/@]*@", url):
-        raise ConfigError(
+        problems.append(
             f"database.url in {path} holds a password: remove it and use database.password "
             '"${DB_PASSWORD}"'
         )
+    return problems
 
 
-def _expand(node: Any, path: Path) -> Any:
+def _expand(node: Any, unset: dict[str, None]) -> Any:
+    """`${VAR}` references replaced by their values; the names of unset ones go to `unset`."""
     if isinstance(node, dict):
-        return {k: _expand(v, path) for k, v in node.items()}
+        return {k: _expand(v, unset) for k, v in node.items()}
     if isinstance(node, list):
-        return [_expand(v, path) for v in node]
+        return [_expand(v, unset) for v in node]
     if isinstance(node, str):
 
         def value(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in os.environ:
-                raise ConfigError(f"{path} refers to ${{{name}}}, which is not set: export it")
+                unset[name] = None
+                return ""
             return os.environ[name]
 
         return REFERENCE.sub(value, node)
@@ -134,7 +182,8 @@ def _expand(node: Any, path: Path) -> Any:
 
 
 def load_environment_file(path: Path) -> EnvironmentFile:
-    """Read, check (no literal secrets) and expand an environment file."""
+    """Read, check (no literal secrets) and expand an environment file; one error names
+    every problem found."""
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError as exc:
@@ -143,22 +192,49 @@ def load_environment_file(path: Path) -> EnvironmentFile:
         raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must be a mapping with name, database, store and target")
-    _check_secrets(data, path)
+    problems = _secret_problems(data, path)
+    unset: dict[str, None] = {}
+    expanded = _expand(data, unset)
+    problems += [f"{path} refers to ${{{name}}}, which is not set: export it" for name in unset]
+    spec = None
     try:
-        spec = EnvironmentFile.model_validate(_expand(data, path))
+        spec = EnvironmentFile.model_validate(expanded)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: {where}: {first['msg']}") from exc
-    if not NAME.fullmatch(spec.name):
-        raise ConfigError(
-            f"environment name {spec.name!r} in {path}: use lowercase letters, digits and '-'"
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"])
+            problems.append(f"{path}: {where}: {error['msg']}")
+    name = spec.name if spec else expanded.get("name")
+    if isinstance(name, str) and not NAME.fullmatch(name):
+        problems.append(
+            f"environment name {name!r} in {path}: use lowercase letters, digits and '-'"
         )
+    if spec is not None:
+        problems += _url_problems(spec, path)
+    if problems or spec is None:
+        raise combined(problems, str(path))
     return spec
+
+
+def _url_problems(spec: EnvironmentFile, path: Path) -> list[str]:
+    """The database and store URLs, read as `apply_environment` reads them."""
+    problems = []
+    try:
+        PostgresSettings.from_url(spec.database.url)
+    except (ConfigError, ValueError):
+        problems.append(f"database.url in {path} must look like postgresql://user@host:5432/dbname")
+    try:
+        parts = urlsplit(spec.store.url)
+        good = parts.scheme == "s3" and bool(parts.netloc)
+    except ValueError:  # an unclosed [IPv6 bracket, say
+        good = False
+    if not good:
+        problems.append(f"store.url {spec.store.url!r} in {path} must look like s3://bucket/prefix")
+    return problems
 
 
 def apply_environment(spec: EnvironmentFile) -> list[str]:
     """Create or update the environment's blocks; return the names written."""
+    from blocks.environment import Environment
     from blocks.notifiers import SlackNotifier, TelegramNotifier
     from blocks.object_storage import ObjectStorage
     from blocks.postgres import PostgresDatabase

@@ -13,16 +13,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote, unquote, urlsplit
 
-import boto3
-import botocore.session
-from botocore.config import Config
-from botocore.credentials import Credentials
-from botocore.utils import parse_timestamp
 from pydantic import BaseModel, Field, SecretStr
 
 from blocks.errors import ConfigError
 
+# boto3 is imported where a client is made: checking the configuration does without it.
 if TYPE_CHECKING:
+    import boto3
+    from botocore.credentials import Credentials
     from mypy_boto3_s3 import S3Client
 
 
@@ -187,6 +185,8 @@ class StorageSettings(BaseModel):
 
     def client(self, max_connections: int = 16) -> S3Client:
         """A boto3 client for this endpoint; `max_connections` bounds concurrent requests."""
+        from botocore.config import Config
+
         secret = self.secret_access_key.get_secret_value() if self.secret_access_key else None
         config = Config(
             s3={
@@ -215,6 +215,8 @@ class StorageSettings(BaseModel):
 
     def credentials(self) -> Credentials:
         """The keys requests are signed with: this store's, else boto3's default chain."""
+        from botocore.credentials import Credentials
+
         if self.access_key_id and self.secret_access_key:
             return Credentials(self.access_key_id, self.secret_access_key.get_secret_value())
         found = None if self.access_key_id else _new_session().get_credentials()
@@ -227,6 +229,9 @@ _SESSION_LOCK = threading.Lock()
 
 
 def _new_session() -> boto3.session.Session:
+    import boto3
+    import botocore.session
+
     core = botocore.session.get_session()
     # botocore parses each listed object's timestamp with dateutil: most of a listing's
     # CPU. S3's ISO 8601 timestamps need no such generality.
@@ -246,5 +251,7 @@ def _parse_timestamp(value: str) -> datetime:
     try:
         return datetime.fromisoformat(value)
     except ValueError:
+        from botocore.utils import parse_timestamp
+
         parsed: datetime = parse_timestamp(value)
         return parsed

@@ -1,12 +1,12 @@
 """The `slipway` command line: runs Slipway's flows, one verb each, with loud one-line errors.
 
-With PREFECT_API_URL set the runs appear in that server's UI; without it they run on
-Prefect's temporary local API.
+With PREFECT_API_URL set the runs appear in that server's UI; without it they run on the
+local API of PREFECT_HOME, shared by every command and started on demand
+(deployments/local_api.py).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from importlib.metadata import version
@@ -14,43 +14,43 @@ from typing import Annotated, cast
 
 import typer
 
+from deployments.backups_cli import backups_app
 from deployments.cli_common import (
+    DbBlockOpt,
     JsonOpt,
+    StoreBlockOpt,
     VerboseOpt,
+    check_config,
     fail,
     prefect_api_down,
+    require_prefect_api,
     run_flow,
     show,
 )
+from deployments.cli_style import SlipwayTyper
+from deployments.doctor_cli import doctor_cmd
+from deployments.files_cli import add_file_commands
 from deployments.migrate_cli import migrate_app
 from deployments.release_cli import add_release_commands
 
-app = typer.Typer(
+app = SlipwayTyper(
     help="Slipway: release and backup automation as Prefect workflows.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-backups_app = typer.Typer(help="The backups in the store.", no_args_is_help=True)
 app.add_typer(backups_app, name="backups")
 app.add_typer(migrate_app, name="migrate")
-env_app = typer.Typer(help="Environments as code (blocks from YAML).", no_args_is_help=True)
+env_app = SlipwayTyper(help="Environments as code (blocks from YAML).", no_args_is_help=True)
 app.add_typer(env_app, name="env")
-webhook_app = typer.Typer(help="The git-tag webhook that starts releases.", no_args_is_help=True)
+webhook_app = SlipwayTyper(help="The git-tag webhook that starts releases.", no_args_is_help=True)
 app.add_typer(webhook_app, name="webhook")
-
-DbBlockOpt = Annotated[
-    str | None, typer.Option(help="PostgresDatabase block name (default: DATABASE_URL).")
-]
-StoreBlockOpt = Annotated[
-    str | None, typer.Option(help="ObjectStorage block name (default: SLIPWAY_BACKUP_URL).")
-]
 
 
 @app.command("version")
-def show_version() -> None:
-    """Print Slipway's version."""
-    typer.echo(version("slipway"))
+def show_version(as_json: JsonOpt = False) -> None:
+    """Print Slipway's version (--json: {"version": ...})."""
+    show({"version": version("slipway")}, as_json, version("slipway"))
 
 
 @app.command()
@@ -67,7 +67,12 @@ def backup(
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Back up the database to the backup store; prints the new backup's id."""
+    """Back up the database to the backup store; prints the new backup's id.
+
+    --json: the backup's manifest (id, database, raw_bytes, dump {key, size, sha256},
+    duration_seconds, tables...).
+    """
+    check_config(database=database_block is None, store=store_block is None)
     from flows.backup import backup_database
     from tasks.postgres.catalog import Compression
 
@@ -94,56 +99,22 @@ def backup(
     )
 
 
-@backups_app.command("list")
-def backups_list(
-    database_block: DbBlockOpt = None, store_block: StoreBlockOpt = None, as_json: JsonOpt = False
-) -> None:
-    """List complete backups, newest first."""
-    from blocks.errors import SlipwayError
-    from blocks.object_storage import ObjectStorage
-    from blocks.postgres import PostgresDatabase
-    from tasks.postgres.catalog import list_backups
-    from tasks.storage.s3 import check_bucket
-
-    try:
-        db = PostgresDatabase.resolve(database_block)
-        store = ObjectStorage.resolve(store_block)
-        client = store.client()
-        check_bucket(client, store)
-        entries = list_backups(client, store, db.database)
-    except SlipwayError as exc:
-        fail(str(exc))
-    rows = [
-        {
-            "id": e.manifest.id,
-            "database": e.manifest.database,
-            "raw_bytes": e.manifest.raw_bytes,
-            "stored_bytes": e.manifest.dump.size,
-            "verified": e.verified,
-            "app_version": e.manifest.app_version,
-        }
-        for e in entries
-    ]
-    if as_json:
-        typer.echo(json.dumps(rows))
-        return
-    for r in rows:
-        typer.echo(
-            f"{r['id']}  {int(r['stored_bytes'] or 0) / 1048576:9.1f} MiB  "
-            f"{'verified' if r['verified'] else '-':8}  {r['app_version'] or ''}"
-        )
-
-
 @app.command()
 def verify(
-    backup_id: Annotated[str, typer.Argument(metavar="ID|latest")] = "latest",
+    backup_id: Annotated[
+        str, typer.Argument(metavar="ID|latest", help="The backup (default: the newest).")
+    ] = "latest",
     drill: Annotated[bool, typer.Option(help="Also restore into a scratch database.")] = False,
     database_block: DbBlockOpt = None,
     store_block: StoreBlockOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Check a backup's size, checksum and contents; --drill restores it and compares rows."""
+    """Check a backup's size, checksum and contents; --drill restores it and compares rows.
+
+    --json: {"backup_id", "ok", "drill", "detail", "verified_at"}.
+    """
+    check_config(database=database_block is None, store=store_block is None)
     from flows.verify import verify_backup
 
     r = run_flow(lambda: verify_backup(backup_id, drill, database_block, store_block), verbose)
@@ -152,7 +123,9 @@ def verify(
 
 @app.command()
 def restore(
-    backup_id: Annotated[str, typer.Argument(metavar="ID|latest")],
+    backup_id: Annotated[
+        str, typer.Argument(metavar="ID|latest", help="The backup, or the newest: latest.")
+    ],
     target_database_url: Annotated[
         str,
         typer.Option(help="postgresql://user@host:port/db (password in PGPASSWORD or ~/.pgpass)."),
@@ -160,13 +133,22 @@ def restore(
     yes: Annotated[bool, typer.Option("--yes", help="Replace a non-empty target.")] = False,
     jobs: Annotated[int, typer.Option(help="pg_restore parallel jobs.")] = 2,
     source_database: Annotated[
-        str | None, typer.Option(help="Whose backups (default: the target's name).")
+        str | None,
+        typer.Option(help="Whose backups (default: DATABASE_URL's database, else the target's)."),
     ] = None,
     store_block: StoreBlockOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Restore a backup into the target database (beside it first, then swap names)."""
+    """Restore a backup into the target database (beside it first, then swap names).
+
+    --json: {"target", "backup", "previous", "leftovers_removed", "state"}.
+    """
+    check_config(
+        database=None if source_database is None else False,  # DATABASE_URL names the source
+        store=store_block is None,
+        database_urls=[(target_database_url, "--target-database-url")],
+    )
     down = prefect_api_down()
     if down:
         # A restore is what you need when things are down: run on a temporary local API.
@@ -181,31 +163,59 @@ def restore(
         target = PostgresSettings.from_url(target_database_url)
     except SlipwayError as exc:
         fail(str(exc))
+    source = source_database or _configured_database()
     from flows.restore import restore_database
 
     r = run_flow(
-        lambda: restore_database(
-            target.display(), backup_id, source_database, yes, jobs, None, store_block
-        ),
+        lambda: restore_database(target.display(), backup_id, source, yes, jobs, None, store_block),
         verbose,
     )
     show(r, as_json, r["state"])
 
 
+def _configured_database() -> str | None:
+    """DATABASE_URL's database (the app's, whose backups a restore takes by default), if set."""
+    from blocks.errors import SlipwayError
+    from blocks.settings import PostgresSettings
+
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        return None
+    try:
+        return PostgresSettings.from_url(url).database
+    except (SlipwayError, ValueError):  # the URL may hold a password: never echo it
+        fail(
+            "DATABASE_URL must look like postgresql://user@host:5432/dbname, as it names the "
+            "source database by default: fix it, or pass --source-database"
+        )
+
+
 @app.command()
 def prune(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
-    keep_last: int = 7,
-    keep_daily: int = 7,
-    keep_weekly: int = 4,
-    keep_monthly: int = 6,
-    min_keep: int = 3,
+    keep_last: Annotated[int, typer.Option(help="Keep the N newest backups.")] = 7,
+    keep_daily: Annotated[
+        int, typer.Option(help="Keep the newest backup of each of the N latest days with one.")
+    ] = 7,
+    keep_weekly: Annotated[
+        int, typer.Option(help="The same for the N latest ISO weeks with a backup.")
+    ] = 4,
+    keep_monthly: Annotated[
+        int, typer.Option(help="The same for the N latest months with a backup.")
+    ] = 6,
+    min_keep: Annotated[
+        int, typer.Option(help="Never keep fewer than N backups: the newest fill in.")
+    ] = 3,
     database_block: DbBlockOpt = None,
     store_block: StoreBlockOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Apply retention: keep-last plus daily, weekly and monthly backups."""
+    """Apply retention: keep-last plus daily, weekly and monthly backups.
+
+    --json: {"dry_run", "keep": [{"id", "reasons"}], "delete": ["id", ...], "plan"}.
+    """
+    check_config(database=database_block is None, store=store_block is None)
     from flows.prune import prune_backups
     from tasks.retention import RetentionPolicy
 
@@ -217,125 +227,38 @@ def prune(
     show(r, as_json, r["plan"])
 
 
-SourceBlockOpt = Annotated[
-    str | None,
-    typer.Option(help="ObjectStorage block for the app's side (default: SLIPWAY_SOURCE_*)."),
-]
-
-
-@app.command("mirror")
-def mirror_cmd(
-    source: Annotated[str, typer.Argument(help="s3://bucket/prefix (the app's) or a directory.")],
-    destination: Annotated[str, typer.Argument(help="s3://bucket/prefix or a directory.")],
-    delete: Annotated[
-        bool, typer.Option("--delete", help="Also delete what the source no longer has.")
-    ] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
-    source_block: SourceBlockOpt = None,
-    destination_block: Annotated[
-        str | None, typer.Option(help="ObjectStorage block for the destination (default: AWS_*).")
-    ] = None,
-    as_json: JsonOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Copy what is new or changed from SOURCE to DESTINATION."""
-    from flows.mirror import mirror_bucket
-
-    r = run_flow(
-        lambda: mirror_bucket(
-            source, destination, delete, dry_run, source_block, destination_block
-        ),
-        verbose,
-    )
-    text = (
-        f"{r['copied']} copied ({int(r['copied_bytes']) / 1048576:.1f} MiB), "
-        f"{r['deleted']} deleted, {r['unchanged']} unchanged in {r['seconds']:.1f} s"
-    )
-    show(r, as_json, r["plan"] if dry_run else text)
-
-
-@app.command()
-def snapshot(
-    bucket_url: Annotated[str, typer.Argument(help="s3://bucket/prefix (the app's) or a dir.")],
-    name: Annotated[
-        str | None, typer.Option(help="Folder in the store (default: the bucket's name).")
-    ] = None,
-    level: Annotated[int, typer.Option(help="zstd level.")] = 3,
-    source_block: SourceBlockOpt = None,
-    store_block: StoreBlockOpt = None,
-    as_json: JsonOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Archive a bucket (or prefix) into the backup store as one point-in-time snapshot."""
-    from flows.snapshot import snapshot_bucket
-
-    r = run_flow(
-        lambda: snapshot_bucket(bucket_url, name, level, source_block, store_block), verbose
-    )
-    show(
-        r,
-        as_json,
-        f"{r['name']}@{r['id']}  {r['object_count']} objects, "
-        f"{int(r['archive']['size']) / 1048576:.1f} MiB in {r['duration_seconds']:.1f} s",
-    )
-
-
-@app.command("restore-files")
-def restore_files_cmd(
-    source: Annotated[
-        str,
-        typer.Argument(
-            metavar="MIRROR|NAME@SNAPSHOT",
-            help="A mirror (s3://bucket/prefix or a directory) or a snapshot: NAME@ID, "
-            "NAME@latest.",
-        ),
-    ],
-    destination: Annotated[str, typer.Argument(help="s3://bucket/prefix (the app's) or a dir.")],
-    prefix: Annotated[str, typer.Option(help="Only the objects under this key prefix.")] = "",
-    mirror_block: Annotated[
-        str | None, typer.Option(help="ObjectStorage block of the mirror (default: AWS_*).")
-    ] = None,
-    destination_block: SourceBlockOpt = None,
-    store_block: StoreBlockOpt = None,
-    as_json: JsonOpt = False,
-    verbose: VerboseOpt = False,
-) -> None:
-    """Put objects back from a mirror or a snapshot, each checked against its checksum."""
-    from flows.restore_files import restore_files
-
-    r = run_flow(
-        lambda: restore_files(
-            source, destination, prefix, mirror_block, destination_block, store_block
-        ),
-        verbose,
-    )
-    show(
-        r,
-        as_json,
-        f"{r['restored']} objects ({int(r['restored_bytes']) / 1048576:.1f} MiB) restored "
-        f"from {r['source']} into {r['destination']}",
-    )
+add_file_commands(app)
 
 
 # After the backup commands, as `slipway --help` lists them.
 add_release_commands(app)
+app.command("doctor")(doctor_cmd)
 
 
 @env_app.command("apply")
 def env_apply(
     file: Annotated[str, typer.Argument(help="Environment YAML (secrets as ${VAR}).")],
+    as_json: JsonOpt = False,
 ) -> None:
-    """Create or update an environment's blocks from YAML."""
+    """Create or update an environment's blocks from YAML; the whole file is checked first.
+
+    --json: {"saved": ["block name", ...]}.
+    """
     from pathlib import Path
 
     from blocks.env_file import apply_environment, load_environment_file
     from blocks.errors import SlipwayError
 
     try:
-        written = apply_environment(load_environment_file(Path(file)))
+        spec = load_environment_file(Path(file))  # a bad file fails before anything starts
     except SlipwayError as exc:
         fail(str(exc))
-    typer.echo("saved blocks: " + ", ".join(written))
+    require_prefect_api()
+    try:
+        written = apply_environment(spec)
+    except SlipwayError as exc:
+        fail(str(exc))
+    show({"saved": written}, as_json, "saved blocks: " + ", ".join(written))
 
 
 @webhook_app.command("serve")
@@ -356,7 +279,7 @@ def webhook_serve(
     import uvicorn
 
     from blocks.errors import SlipwayError
-    from deployments.webhook import WebhookConfig, WebhookSecrets, create_app
+    from deployments.webhook import WebhookConfig, WebhookSecrets, create_app, listen
 
     try:
         settings = WebhookConfig.from_file(Path(config))
@@ -365,13 +288,20 @@ def webhook_serve(
         fail(str(exc))
     if not os.environ.get("PREFECT_API_URL"):
         fail("PREFECT_API_URL is not set: the webhook starts runs on a Prefect server")
+    try:
+        sock = listen(host, port)
+    except SlipwayError as exc:
+        fail(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    uvicorn.run(create_app(settings, secrets), host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, secrets), log_level="warning"))
+    server.run(sockets=[sock])
 
 
 def main() -> None:
-    """The `slipway` console script."""
-    app()
+    """The `slipway` console script: any failure is one line on stderr (deployments.cli_errors)."""
+    from deployments.cli_errors import run_app
+
+    run_app(app)
 
 
 if __name__ == "__main__":

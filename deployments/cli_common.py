@@ -6,50 +6,86 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable
-from typing import Annotated, Any, NoReturn, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
+
+if TYPE_CHECKING:
+    from blocks.config_check import Place
 
 T = TypeVar("T")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")]
+DbBlockOpt = Annotated[
+    str | None, typer.Option(help="PostgresDatabase block name (default: DATABASE_URL).")
+]
+StoreBlockOpt = Annotated[
+    str | None, typer.Option(help="ObjectStorage block name (default: SLIPWAY_BACKUP_URL).")
+]
 
 
 def fail(message: str) -> NoReturn:
     """One line on stderr, exit status 1."""
-    typer.echo(f"error: {message}", err=True)
+    from blocks.text import one_line
+
+    typer.echo(f"error: {one_line(message, None)}", err=True)
     raise typer.Exit(1)
 
 
 def prefect_api_down() -> str | None:
-    """The configured Prefect API URL when its /health does not answer, else None."""
+    """PREFECT_API_URL (from the environment) when its /health does not answer, else None."""
     url = os.environ.get("PREFECT_API_URL")
+    return url if url and api_down(url) else None
+
+
+def api_down(url: str) -> bool:
+    status = http_status(f"{url.rstrip('/')}/health")
+    return status is None or status == 404 or status >= 500
+
+
+def require_prefect_api(verbose: bool = False) -> None:
+    """Fail in one line, before anything runs, unless the Prefect API answers and accepts this
+    client's credentials: a run Prefect cannot record does not start.
+
+    With no API configured (PREFECT_API_URL in the environment or Prefect's profile), the
+    runs go to PREFECT_HOME's shared local API, started if need be (deployments.local_api).
+    """
+    from blocks.errors import SlipwayError
+
+    url = os.environ.get("PREFECT_API_URL") or profile_api_url()
     if not url:
-        return None
-    status = _status(f"{url.rstrip('/')}/health")
-    return url if status is None or status == 404 or status >= 500 else None
+        from deployments.local_api import use_local_api
 
-
-def require_prefect_api() -> None:
-    """Fail in one line, before anything runs, unless PREFECT_API_URL (when set) answers and
-    accepts this client's credentials: a run Prefect cannot record does not start."""
-    if down := prefect_api_down():
+        try:
+            use_local_api(verbose)
+        except SlipwayError as exc:
+            fail(str(exc))
+        return
+    if api_down(url):
         fail(
-            f"the Prefect API at {down} does not answer: start it, or unset PREFECT_API_URL "
-            "to run on a temporary local API"
+            f"the Prefect API at {url} does not answer: start it, or unset PREFECT_API_URL "
+            "to run on the local API in PREFECT_HOME"
         )
-    url = os.environ.get("PREFECT_API_URL")
-    query = f"{(url or '').rstrip('/')}/flows/filter"
-    if url and (status := _status(query, _credentials())) in (401, 403):
+    query = f"{url.rstrip('/')}/flows/filter"
+    if (status := http_status(query, api_credentials())) in (401, 403):
         fail(
             f"the Prefect API at {url} refused the credentials ({status}): check "
             "PREFECT_API_KEY (or PREFECT_API_AUTH_STRING)"
         )
 
 
-def _credentials() -> dict[str, str]:
+def profile_api_url() -> str | None:
+    """The API URL Prefect's own settings give (profile, prefect.toml, .env), if any."""
+    from prefect.context import refresh_global_settings_context
+    from prefect.settings import PREFECT_API_URL
+
+    refresh_global_settings_context()  # the environment may have changed since the import
+    return PREFECT_API_URL.value() or None
+
+
+def api_credentials() -> dict[str, str]:
     """The Authorization header Prefect's client sends (its settings: environment or profile)."""
     import base64
 
@@ -62,7 +98,7 @@ def _credentials() -> dict[str, str]:
     return {}
 
 
-def _status(url: str, credentials: dict[str, str] | None = None) -> int | None:
+def http_status(url: str, credentials: dict[str, str] | None = None) -> int | None:
     """The HTTP status of a GET, or with `credentials` of a one-row POST query; None when
     nothing answers.
 
@@ -113,7 +149,7 @@ def run_flow(call: Callable[[], T], verbose: bool) -> T:
     """Run a flow; expected failures become one line on stderr and exit status 1."""
     from blocks.errors import SlipwayError
 
-    require_prefect_api()
+    require_prefect_api(verbose)
 
     if not verbose:
         from prefect.logging.handlers import PrefectConsoleHandler
@@ -135,3 +171,23 @@ def run_flow(call: Callable[[], T], verbose: bool) -> T:
 def show(data: Any, as_json: bool, text: str) -> None:
     """Print a result: JSON with --json, else the line for people."""
     typer.echo(json.dumps(data, default=str) if as_json else text)
+
+
+def check_config(
+    *,
+    database: bool | None = False,
+    store: bool = False,
+    places: Sequence[Place] = (),
+    database_urls: Sequence[tuple[str, str]] = (),
+) -> None:
+    """Fail in one line naming every configuration problem, before Prefect is imported
+    (see `blocks.config_check.check_environment`)."""
+    from blocks.config_check import check_environment
+    from blocks.errors import ConfigError
+
+    try:
+        check_environment(
+            database=database, store=store, places=places, database_urls=database_urls
+        )
+    except ConfigError as exc:
+        fail(str(exc))

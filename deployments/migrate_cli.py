@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from deployments.cli_common import JsonOpt, fail
+from deployments.cli_common import JsonOpt, fail, show
+from deployments.cli_style import SlipwayTyper
 
 if TYPE_CHECKING:
     from blocks.settings import PostgresSettings
 
-migrate_app = typer.Typer(
+migrate_app = SlipwayTyper(
     help="Prisma migrations: status, deploy, resolve (native, or with --prisma-schema the "
     "Prisma CLI).",
     no_args_is_help=True,
@@ -39,25 +40,38 @@ MigrationsOpt = Annotated[
 ]
 
 
-def _database(url: str | None) -> tuple[PostgresSettings, str | None]:
-    """Settings and Prisma's `?schema=` from --database-url or DATABASE_URL."""
+def _database(
+    url: str | None, migrations: Path | None = None
+) -> tuple[PostgresSettings, str | None]:
+    """Settings and Prisma's `?schema=` from --database-url or DATABASE_URL; every problem
+    with them and with the migrations folder (when it is needed) in one line."""
+    from blocks.config_check import combined
     from blocks.errors import SlipwayError
     from blocks.input_checks import refuse_url_password
     from blocks.settings import PostgresSettings
     from tasks.prisma import schema_from_url
 
+    problems = []
+    found = None
     try:
         if url:
             refuse_url_password(url, "--database-url")
+        url = url or os.environ.get("DATABASE_URL")
+        if not url:
+            problems.append("no database: pass --database-url or set DATABASE_URL")
+        else:
+            found = PostgresSettings.from_url(url), schema_from_url(url)
     except SlipwayError as exc:
-        fail(str(exc))
-    url = url or os.environ.get("DATABASE_URL")
-    if not url:
-        fail("no database: pass --database-url or set DATABASE_URL")
-    try:
-        return PostgresSettings.from_url(url), schema_from_url(url)
-    except SlipwayError as exc:
-        fail(str(exc))
+        problems.append(str(exc))
+    except ValueError as exc:  # urlsplit on a malformed port; the URL may hold a password
+        problems.append(f"the database URL is malformed ({exc}): fix it")
+    if migrations is not None and not migrations.is_dir():
+        problems.append(
+            f"migrations folder {migrations} not found: pass --migrations path/to/prisma/migrations"
+        )
+    if problems or found is None:
+        fail(str(combined(problems)))
+    return found
 
 
 def _progress() -> logging.Logger:
@@ -81,11 +95,15 @@ def status(
     migrations: MigrationsOpt = Path("prisma/migrations"),
     as_json: JsonOpt = False,
 ) -> None:
-    """Compare the migrations folder with the database; exit 1 unless it is up to date."""
+    """Compare the migrations folder with the database; exit 1 unless it is up to date.
+
+    --json: {"database", "local", "applied", "pending", "failed", "failed_logs", "modified",
+    "missing_locally", "ok", ...}.
+    """
     from blocks.errors import SlipwayError
     from tasks.prisma import migration_status
 
-    db, schema = _database(database_url)
+    db, schema = _database(database_url, migrations)
     try:
         found = migration_status(db, migrations, schema=schema)
     except SlipwayError as exc:
@@ -118,13 +136,18 @@ def deploy(
     ] = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
-    """Apply the pending migrations, as `prisma migrate deploy` (--dry-run: natively, always)."""
+    """Apply the pending migrations, as `prisma migrate deploy` (--dry-run: natively, always).
+
+    --json: {"database", "dry_run", "applied": ["name", ...], "durations": {name: seconds},
+    "sql": {name: text}}; with --prisma-schema {"mode": "cli", "output"}.
+    """
     from blocks.errors import SlipwayError
     from tasks.prisma import MigrationFailed, deploy_migrations, prisma_cli_deploy
 
-    db, schema = _database(database_url)
+    cli = prisma_schema is not None and not dry_run
+    db, schema = _database(database_url, None if cli else migrations)
     try:
-        if prisma_schema is not None and not dry_run:
+        if prisma_schema is not None and cli:
             output = prisma_cli_deploy(db, prisma_schema, app_dir, schema=schema)
             typer.echo(json.dumps({"mode": "cli", "output": output}) if as_json else output)
             return
@@ -158,17 +181,23 @@ def resolve(
     rolled_back: Annotated[
         str | None, typer.Option(help="Mark NAME's failed attempt rolled back: deploy retries it.")
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Settle a failed migration (or baseline a database), as `prisma migrate resolve`."""
+    """Settle a failed migration (or baseline a database), as `prisma migrate resolve`.
+
+    --json: {"migration", "marked": "applied" or "rolled_back"}.
+    """
     from blocks.errors import SlipwayError
     from tasks.prisma import resolve_migration
 
-    db, schema = _database(database_url)
+    db, schema = _database(database_url, migrations)
     try:
         resolve_migration(db, migrations, applied=applied, rolled_back=rolled_back, schema=schema)
     except SlipwayError as exc:
         fail(str(exc))
-    if applied:
-        typer.echo(f"Migration {applied} marked as applied.")
-    else:
-        typer.echo(f"Migration {rolled_back} marked as rolled back.")
+    marked = "applied" if applied else "rolled_back"
+    show(
+        {"migration": applied or rolled_back, "marked": marked},
+        as_json,
+        f"Migration {applied or rolled_back} marked as {marked.replace('_', ' ')}.",
+    )

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from deployments.cli_common import JsonOpt, VerboseOpt, fail, run_flow, show
+from deployments.cli_common import JsonOpt, VerboseOpt, fail, require_prefect_api, run_flow, show
 
 EnvOpt = Annotated[str, typer.Option("--env", help="The environment (its block's name).")]
 
@@ -37,7 +37,11 @@ def release_cmd(
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Release VERSION: preflight, backup, migrations, rollout, health; rolls back on failure."""
+    """Release VERSION: preflight, backup, migrations, rollout, health; rolls back on failure.
+
+    --json: the release's record (id, version, previous_version, status, steps...; with
+    --dry-run the plan: pending_migrations, previous_version...).
+    """
     _checked(env, version)
     from flows.release import release
 
@@ -67,7 +71,10 @@ def rollback_cmd(
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Roll back ENV's last (or unfinished) release to the version live before it."""
+    """Roll back ENV's last (or unfinished) release to the version live before it.
+
+    --json: {"version", "database_restored", "detail", ...}.
+    """
     _checked(env, to, "--to version")
     from flows.rollback import rollback
 
@@ -77,8 +84,13 @@ def rollback_cmd(
 
 
 def status_cmd(env: EnvOpt, as_json: JsonOpt = False) -> None:
-    """The live version, the lock holder, recent releases and any left unfinished."""
+    """The live version, the lock holder, recent releases and any left unfinished.
+
+    --json: {"environment", "live_version", "services", "lock", "releases": [{"id",
+    "version", "previous_version", "status", "error"}], "unfinished": ["id", ...]}.
+    """
     _checked(env)
+    require_prefect_api()  # blocks are read from it: the local API when none is set
     from blocks.environment import Environment
     from blocks.errors import SlipwayError
     from tasks.release.journal import NEEDS_ROLLBACK, list_releases
@@ -121,9 +133,13 @@ def status_cmd(env: EnvOpt, as_json: JsonOpt = False) -> None:
     show(data, as_json, "\n".join(lines))
 
 
-def unlock_cmd(env: EnvOpt) -> None:
-    """End a stale holder of ENV's release lock (a release whose process hangs)."""
+def unlock_cmd(env: EnvOpt, as_json: JsonOpt = False) -> None:
+    """End a stale holder of ENV's release lock (a release whose process hangs).
+
+    --json: {"environment", "ended": the holder ended, or null when it was not locked}.
+    """
     _checked(env)
+    require_prefect_api()  # blocks are read from it: the local API when none is set
     from blocks.environment import Environment
     from blocks.errors import SlipwayError
     from tasks.release.lock import break_lock, describe
@@ -132,7 +148,11 @@ def unlock_cmd(env: EnvOpt) -> None:
         holder = break_lock(Environment.resolve(env).database(), env)
     except SlipwayError as exc:
         fail(str(exc))
-    typer.echo(f"ended {describe(holder)}" if holder else f"{env} was not locked")
+    show(
+        {"environment": env, "ended": holder.model_dump(mode="json") if holder else None},
+        as_json,
+        f"ended {describe(holder)}" if holder else f"{env} was not locked",
+    )
 
 
 def add_release_commands(app: typer.Typer) -> None:

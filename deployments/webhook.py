@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -71,11 +72,16 @@ class RepositoryRule(BaseModel):
 class WebhookConfig(BaseModel):
     """The webhook's configuration (YAML). Secrets come from the environment, never this file."""
 
-    repositories: list[RepositoryRule] = Field(min_length=1)
+    repositories: list[RepositoryRule] = Field(
+        min_length=1,
+        description="Which repositories' tags release which environment (at least one).",
+    )
     deployment: str = Field(
         default="release/{environment}", description="Deployment to start, by environment."
     )
-    max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    max_body_bytes: int = Field(
+        default=5 * 1024 * 1024, gt=0, description="Larger deliveries are refused with 413."
+    )
     body_timeout_seconds: float = Field(
         default=10.0,
         gt=0,
@@ -288,6 +294,23 @@ async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
     except TimeoutError as exc:
         raise Rejected(408, f"body not received whole within {timeout:g} s") from exc
     return b"".join(chunks)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before anything starts: a port in use is one line."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen ({exc.strerror or exc}) at {host}:{port}: choose another --port or "
+            "--host, or stop what listens there"
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
 
 
 def create_app(

@@ -15,10 +15,11 @@ from tasks.storage.locations import AnyLocation, parse_location
 from tasks.storage.mirror import MirrorResult, mirror
 
 
-def resolve_location(ref: str, block: str | None, env_prefix: str) -> AnyLocation:
-    """`s3://bucket/prefix` with a block's endpoint and keys (or the environment's), or a path."""
+def resolve_location(ref: str, block: str | None, env_prefix: str, role: str = "") -> AnyLocation:
+    """`s3://bucket/prefix` with a block's endpoint and keys (or the environment's), or a path;
+    `role` is how messages name it."""
     settings = ObjectStorage.resolve(block) if block else None
-    return parse_location(ref, env_prefix, settings)
+    return parse_location(ref, env_prefix, settings, role)
 
 
 def mirror_report(result: MirrorResult) -> str:
@@ -67,8 +68,8 @@ def mirror_bucket(
     mirrored, and the run then fails naming the first, so no one takes it for complete.
     """
     logger = get_run_logger()
-    src = resolve_location(source, source_block, "SLIPWAY_SOURCE_")
-    dst = resolve_location(destination, destination_block, "AWS_")
+    src = resolve_location(source, source_block, "SLIPWAY_SOURCE_", "source")
+    dst = resolve_location(destination, destination_block, "AWS_", "destination")
     with ProgressArtifact("mirror-progress", f"mirror {source} -> {destination}") as progress:
         result = mirror(src, dst, delete=delete, dry_run=dry_run, on_progress=progress.record)
     if dry_run:

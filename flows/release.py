@@ -1,6 +1,6 @@
 """The release: preflight, a fresh backup, migrations, rollout, health; rollback on failure.
 
-The runbook's order (seed 000): back up first, stop the app, migrate, start the API, then
+The Qubeless upgrade guide's order: back up first, stop the app, migrate, start the API, then
 the worker, then the web front, check, and roll back cleanly when anything goes wrong.
 Every step is written to the release journal in the backup store before and after it
 runs, so a release whose process died can still be rolled back (`slipway rollback`).

@@ -126,7 +126,13 @@ def restore_database(
     else:
         raise SlipwayError("no restore target: pass --target-database-url or a target block")
     store = ObjectStorage.resolve(store_block)
-    entry = find_backup(store.client(), store, source_database or target.database, backup)
+    entry = find_backup(
+        store.client(),
+        store,
+        source_database or target.database,
+        backup,
+        choose="name one as the source database (--source-database)",
+    )
     if environment is not None and environment.policy.approve_restore:
         wait_for_approval(
             f"restore backup {entry.manifest.id} into {target.database!r} of {env}",

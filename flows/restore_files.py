@@ -7,6 +7,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from blocks.config_check import is_snapshot_ref
 from blocks.errors import SlipwayError
 from blocks.object_storage import ObjectStorage
 from flows.mirror import resolve_location
@@ -15,11 +16,6 @@ from tasks.notify import HOOKS
 from tasks.storage.locations import S3Location
 from tasks.storage.mirror import plan_mirror, run_copies
 from tasks.storage.snapshot import find_snapshot, restore_snapshot
-
-
-def is_snapshot_ref(ref: str) -> bool:
-    """`NAME@ID` or `NAME@latest` names a snapshot; a URL or a path names a mirror."""
-    return "@" in ref and not ref.startswith(("s3://", "/", "."))
 
 
 @flow(name="restore-files", **HOOKS)
@@ -36,7 +32,7 @@ def restore_files(
     destination_block). Each object is checked against its recorded checksum; only the
     objects under `prefix` when given. Objects not in the backup are left alone.
     """
-    dst = resolve_location(destination, destination_block, "SLIPWAY_SOURCE_")
+    dst = resolve_location(destination, destination_block, "SLIPWAY_SOURCE_", "destination")
     dst.check(must_exist=isinstance(dst, S3Location))
     with ProgressArtifact("restore-files-progress", f"restore {source} -> {destination}") as p:
         if is_snapshot_ref(source):
@@ -48,7 +44,7 @@ def restore_files(
             )
             origin = f"snapshot {name}@{entry.manifest.id}"
         else:
-            src = resolve_location(source, mirror_block, "AWS_")
+            src = resolve_location(source, mirror_block, "AWS_", "mirror")
             src.check(must_exist=True)
             plan, _ = plan_mirror(src, dst, delete=False)
             todo = [a for a in plan.copy if a.key.startswith(prefix)]

@@ -69,7 +69,7 @@ def snapshot_bucket(
     name: the store folder (default: the bucket name). The archive is tar + zstd with a
     manifest of keys, sizes and sha256, written last.
     """
-    src = resolve_location(source, source_block, "SLIPWAY_SOURCE_")
+    src = resolve_location(source, source_block, "SLIPWAY_SOURCE_", "source")
     store = ObjectStorage.resolve(store_block)
     src.check(must_exist=True)
     if isinstance(src, S3Location) and store_inside(src, store):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import os
 import signal
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -23,17 +24,21 @@ from tests.harness import SERVICES, Harness, ServiceUnavailable
 from tests.harness.docker_engine import DockerInfo
 from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
+from tests.harness.procs import session_tmp
 from tests.harness.s3 import S3Info
 from tests.harness.sshd import SshInfo
 
-HARNESS = Harness(
-    Path(os.environ.get("SLIPWAY_TEST_TMP", "/tmp/slipway-tests")),
-    keep=os.environ.get("SLIPWAY_KEEP_TEST_DIR") == "1",
-)
+HARNESS = Harness(keep=os.environ.get("SLIPWAY_KEEP_TEST_DIR") == "1")
 # Before anything imports prefect: this session's own Prefect home and no stray API URL
 # (flows that need a server get one from the `prefect_server` fixture).
 os.environ["PREFECT_HOME"] = str(HARNESS.prefect_home)
 os.environ.pop("PREFECT_API_URL", None)
+# The temporary files of this process and of the commands it runs stay in the session
+# directory, and go with it.
+os.environ["TMPDIR"] = str(session_tmp(HARNESS.session_dir))
+# A local Prefect API some test starts (no PREFECT_API_URL) stops soon after its last use.
+os.environ.setdefault("SLIPWAY_LOCAL_API_IDLE_SECONDS", "5")
+tempfile.tempdir = None  # recomputed from TMPDIR
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
@@ -60,9 +65,24 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     HARNESS.start_async(*sorted(wanted))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests' tmp_path lives in the session directory: removed with it, kept with it.
+    if not config.option.basetemp:
+        config.option.basetemp = str(HARNESS.session_dir / "pytest")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    del session, exitstatus
+    del session
+    # Kept when tests failed, for their logs and files; the next session removes it.
+    HARNESS.keep = HARNESS.keep or exitstatus == pytest.ExitCode.TESTS_FAILED
     _stop_services()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int) -> None:
+    del exitstatus
+    if HARNESS.keep:
+        terminalreporter.write_line(f"slipway harness: kept {HARNESS.session_dir}")
 
 
 def pytest_report_header() -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from tests.harness import Harness
 from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
+from tests.harness.procs import session_tmp
 from tests.harness.s3 import S3Info
 from tests.pg_fixtures import create_database, snapshot
 
@@ -38,7 +39,7 @@ def step(title: str, env: dict[str, str], *args: str) -> str:
 
 
 def main() -> None:
-    harness = Harness(Path(os.environ.get("SLIPWAY_TEST_TMP", "/tmp/slipway-tests")))
+    harness = Harness()
     try:
         print("starting a throwaway PostgreSQL, an S3 server and a Prefect server...", flush=True)
         harness.start_async("postgres", "s3", "prefect")
@@ -55,6 +56,8 @@ def main() -> None:
             "SLIPWAY_BACKUP_URL": "s3://demo-backups/nightly",
             "PREFECT_API_URL": prefect.api_url,
             "PREFECT_HOME": str(prefect.home),
+            # The commands' temporary files go where the services' do, removed at the end.
+            "TMPDIR": str(session_tmp(harness.session_dir)),
         }
         backup_id = step("backup", env, "backup").split()[0]
         step("list", env, "backups", "list")

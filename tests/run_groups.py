@@ -34,6 +34,9 @@ RELEASES = [
     "test_notify_hooks.py",
     "test_rollback_plan.py",
     "test_env_file.py",
+    "test_doctor.py",
+    "test_leftovers.py",
+    "test_prefect_ui.py",
 ]
 
 

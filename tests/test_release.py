@@ -1,6 +1,6 @@
 """Releases of the three-service compose app end to end: real Docker, PostgreSQL, S3, Prefect.
 
-One environment goes through the issue's story in order: v1, then v2 with a migration
+One environment goes through the release story in order: v1, then v2 with a migration
 (succeeds), v3 whose health endpoint fails (back on v2, database untouched), v4 whose
 second migration fails after its first applied (back on v2, database restored), a release
 killed mid-way then `slipway rollback`, two releases at once, and a database rollback that

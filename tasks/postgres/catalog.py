@@ -21,11 +21,13 @@ import secrets
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
+from urllib.parse import unquote
 
 from pydantic import BaseModel, Field
 
 from blocks.errors import SlipwayError
 from blocks.settings import StorageSettings
+from tasks.storage.s3 import s3_errors
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -207,10 +209,26 @@ def list_entries(
     client: S3Client, store: StorageSettings, root: str, kind: type[CatalogEntry[M]]
 ) -> list[CatalogEntry[M]]:
     """The complete entries (folders with a manifest) under `root`, newest first."""
-    return [
-        kind.model_validate({"manifest": raw, "verification": ver or None})
-        for raw, ver in complete_folders(client, store, root)
-    ]
+    with s3_errors(store):
+        return [
+            kind.model_validate({"manifest": raw, "verification": ver or None})
+            for raw, ver in complete_folders(client, store, root)
+        ]
+
+
+def databases_with_backups(client: S3Client, store: StorageSettings) -> list[str]:
+    """The names of the databases that have at least one complete backup in the store."""
+    root = store.key("postgres") + "/"
+    found: set[str] = set()
+    with s3_errors(store):
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=store.bucket, Prefix=root
+        ):
+            for obj in page.get("Contents", []):
+                parts = obj["Key"][len(root) :].split("/")  # database, backup id, name
+                if len(parts) == 3 and parts[2] == MANIFEST and is_backup_id(parts[1]):
+                    found.add(unquote(parts[0]))
+    return sorted(found)
 
 
 def list_backups(client: S3Client, store: StorageSettings, database: str) -> list[BackupEntry]:
@@ -236,11 +254,28 @@ def find_entry(
     raise SlipwayError(unknown)
 
 
-def find_backup(client: S3Client, store: StorageSettings, database: str, ref: str) -> BackupEntry:
-    """A backup by id, or `latest`."""
+def find_backup(
+    client: S3Client,
+    store: StorageSettings,
+    database: str,
+    ref: str,
+    choose: str = "point DATABASE_URL (or --database-block) at one of those",
+) -> BackupEntry:
+    """A backup by id, or `latest`; when `database` has none, the error names those that do
+    and says how to `choose` one."""
+    entries = list_backups(client, store, database)
+    none = f"no backups of {database!r} in {database_url(store, database)}: run `slipway backup`"
+    if not entries:
+        others = [name for name in databases_with_backups(client, store) if name != database]
+        if others:
+            names = ", ".join(repr(name) for name in others)
+            none = (
+                f"no backups of {database!r} in {database_url(store, database)}: the store has "
+                f"backups of {names}: {choose}, or run `slipway backup`"
+            )
     return find_entry(
-        list_backups(client, store, database),
+        entries,
         ref,
-        none=f"no backups of {database!r} in {database_url(store, database)}: run `slipway backup`",
+        none=none,
         unknown=f"no backup {ref!r} of {database!r}: see `slipway backups list`",
     )

@@ -121,7 +121,9 @@ def tool_version(tool: Path) -> str:
     out = subprocess.run(
         [str(tool), "--version"], capture_output=True, text=True, check=True, env=tool_env()
     )
-    return out.stdout.strip().rsplit(" ", 1)[-1]
+    # `pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)`: the number after the name.
+    found = re.search(r"\) (\d+(?:\.\d+)*)", out.stdout)
+    return found.group(1) if found else out.stdout.strip().rsplit(" ", 1)[-1]
 
 
 def tool_major(tool: Path) -> int:

@@ -23,6 +23,7 @@ from blocks.errors import SlipwayError
 from blocks.settings import StorageSettings
 from blocks.text import error_line
 from tasks.postgres.catalog import new_backup_id, read_json, utcnow, write_json
+from tasks.storage.s3 import s3_errors
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -43,7 +44,7 @@ class StepRecord(BaseModel):
 
 
 class SystemMetrics(BaseModel):
-    """The operations machine and engine at the end of a rollback (runbook seed 002, 5.1)."""
+    """The operations machine and engine at the end of a rollback (the Recyclic rollback guide)."""
 
     load_average_1m: float | None = None
     cpu_count: int | None = None
@@ -184,13 +185,15 @@ def list_releases(client: S3Client, store: StorageSettings, environment: str) ->
     """The environment's releases, newest first."""
     root = release_root(store, environment) + "/"
     keys: list[str] = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=root):
-        keys += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".json")]
     journals = []
-    for key in sorted(keys, reverse=True):
-        raw = read_json(client, store.bucket, key)
-        if raw is not None:
-            journals.append(Journal(client, store, ReleaseRecord.model_validate(raw)))
+    with s3_errors(store):
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket, Prefix=root)
+        for page in pages:
+            keys += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".json")]
+        for key in sorted(keys, reverse=True):
+            raw = read_json(client, store.bucket, key)
+            if raw is not None:
+                journals.append(Journal(client, store, ReleaseRecord.model_validate(raw)))
     return journals
 
 
@@ -198,7 +201,8 @@ def find_release(
     client: S3Client, store: StorageSettings, environment: str, release_id: str
 ) -> Journal:
     key = f"{release_root(store, environment)}/{release_id}.json"
-    raw = read_json(client, store.bucket, key)
+    with s3_errors(store):
+        raw = read_json(client, store.bucket, key)
     if raw is None:
         raise SlipwayError(
             f"no release {release_id!r} in {environment!r}: see `slipway status --env {environment}`"

@@ -27,6 +27,7 @@ from docker.utils import parse_repository_tag
 
 from blocks.errors import ConfigError, SlipwayError
 from blocks.rollout import IMAGE_TAG, ComposeTargetSettings, HealthCheck
+from blocks.text import one_line
 from tasks.rollout.base import OrderedRollout, PreflightReport
 from tasks.rollout.compose_v1 import detect_compose_command, project_name_v1
 from tasks.rollout.health import Observation
@@ -46,15 +47,10 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def _one_line(text: str, limit: int = 300) -> str:
+def _errors_only(text: str) -> str:
     """A command's error output on one line, without its warnings."""
-    lines = [
-        line.strip()
-        for line in text.splitlines()
-        if line.strip() and not line.lstrip().upper().startswith("WARN")
-    ]
-    joined = " ".join(lines) or "no output"
-    return joined if len(joined) <= limit else joined[: limit - 3] + "..."
+    kept = [line for line in text.splitlines() if not line.lstrip().upper().startswith("WARN")]
+    return one_line("\n".join(kept), 300) or "no output"
 
 
 class ComposeTarget(OrderedRollout):
@@ -170,7 +166,7 @@ class ComposeTarget(OrderedRollout):
         except OSError as exc:
             raise ConfigError(f"cannot run `{shown}`: {exc.strerror}: fix compose_command") from exc
         if done.returncode != 0:
-            raise SlipwayError(f"`{shown}` failed: {_one_line(done.stderr or done.stdout)}")
+            raise SlipwayError(f"`{shown}` failed: {_errors_only(done.stderr or done.stdout)}")
         return done
 
     # -- the compose file -----------------------------------------------------------------

@@ -23,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from blocks.errors import SlipwayError
 from blocks.settings import StorageSettings
+from tasks.storage.listing import list_objects
 from tasks.storage.local_files import TMP_PREFIX, key_problem, walk
 from tasks.storage.s3 import UPLOAD_CONFIG, storage_error
 
@@ -101,9 +102,16 @@ class S3Location:
     """A bucket and prefix on one S3 endpoint, with its own credentials."""
 
     def __init__(
-        self, settings: StorageSettings, connections: int = 32, page_size: int = 1000
+        self,
+        settings: StorageSettings,
+        connections: int = 32,
+        page_size: int = 1000,
+        named_by: str = "its URL",
+        endpoint_by: str = "its endpoint URL",
     ) -> None:
         self.settings = settings
+        # What to fix when the bucket does not exist, when the endpoint does not answer.
+        self.named_by, self.endpoint_by = named_by, endpoint_by
         self.page_size = page_size
         self.client: S3Client = settings.client(max_connections=connections)
         self.root = settings.prefix.strip("/") + "/" if settings.prefix.strip("/") else ""
@@ -116,7 +124,7 @@ class S3Location:
         return self.root + key
 
     def _fail(self, exc: Exception) -> SlipwayError:
-        return storage_error(exc, self.settings)
+        return storage_error(exc, self.settings, self.named_by, self.endpoint_by)
 
     def check(self, must_exist: bool = True) -> None:
         """One line when the bucket is missing or the credentials are wrong."""
@@ -127,24 +135,23 @@ class S3Location:
 
     def iter_objects(self) -> Iterator[ObjectInfo]:
         """Every object under the prefix; raises if any page fails (never a partial list)."""
-        paginator = self.client.get_paginator("list_objects_v2")
+        root = len(self.root)
+
+        def info(obj: dict[str, Any]) -> ObjectInfo | None:
+            key = obj["Key"][root:]
+            etag = obj.get("ETag", "").strip('"')
+            return ObjectInfo(key, obj["Size"], etag, obj["LastModified"]) if key else None
+
         try:
-            for page in paginator.paginate(
-                Bucket=self.settings.bucket,
-                Prefix=self.root,
-                PaginationConfig={"PageSize": self.page_size},
-            ):
-                for obj in page.get("Contents", []):
-                    key = obj["Key"][len(self.root) :]
-                    if key:
-                        yield ObjectInfo(
-                            key, obj["Size"], obj.get("ETag", "").strip('"'), obj["LastModified"]
-                        )
+            listed = list_objects(
+                self.client, self.settings.bucket, self.root, info, self.page_size
+            )
         except (ClientError, BotoCoreError) as exc:
             raise SlipwayError(
                 f"listing {self.describe()} failed part-way ({self._fail(exc)}); nothing was "
                 "deleted: run again"
             ) from exc
+        yield from listed
 
     def _meta(self, response: Any) -> ObjectMeta:
         headers = {h: response[h] for h in HEADERS if response.get(h)}
@@ -318,12 +325,31 @@ AnyLocation = S3Location | LocalLocation
 
 
 def parse_location(
-    ref: str, env_prefix: str = "AWS_", settings: StorageSettings | None = None
+    ref: str, env_prefix: str = "AWS_", settings: StorageSettings | None = None, role: str = ""
 ) -> AnyLocation:
-    """`s3://bucket/prefix` (endpoint and keys from `settings` or the environment) or a path."""
+    """`s3://bucket/prefix` (endpoint and keys from `settings` or the environment) or a path.
+
+    `role` (source, destination...) is how messages name it.
+    """
     if ref.startswith("s3://"):
         base = settings.at(ref) if settings else StorageSettings.from_url(ref, env_prefix)
-        return S3Location(base)
+        keys = "its block's" if settings else f"{env_prefix}*"
+        endpoint = (
+            "its block's endpoint_url"
+            if settings
+            else "AWS_ENDPOINT_URL_S3"
+            if env_prefix == "AWS_"
+            else f"{env_prefix}ENDPOINT_URL (or AWS_ENDPOINT_URL_S3)"
+        )
+        return S3Location(
+            base,
+            named_by=f"the {role or 'URL'} {ref} (endpoint and keys: {keys})",
+            endpoint_by=endpoint,
+        )
+    if ref.startswith("s3:"):  # not a directory named "s3:": a URL missing a slash
+        raise SlipwayError(
+            f"{role or 'location'} {ref!r} is a malformed S3 URL: write s3://bucket/prefix"
+        )
     if "://" in ref:
         raise SlipwayError(f"{ref!r} is neither s3://bucket/prefix nor a local directory")
     return LocalLocation(Path(ref).expanduser())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 from collections.abc import Callable, Iterator
@@ -35,8 +36,14 @@ UPLOAD_CONFIG = TransferConfig(
 READ_CHUNK = 1024 * 1024
 
 
-def storage_error(exc: Exception, store: StorageSettings) -> SlipwayError:
-    """A one-line message for an S3 failure, naming the problem and the fix."""
+def storage_error(
+    exc: Exception,
+    store: StorageSettings,
+    named_by: str = "SLIPWAY_BACKUP_URL",
+    endpoint_by: str = "AWS_ENDPOINT_URL_S3",
+) -> SlipwayError:
+    """A one-line message for an S3 failure, naming the problem and the fix; `named_by`
+    says what named the bucket, `endpoint_by` what gave the endpoint (what to fix)."""
     where = f"s3://{store.bucket}" + (f" at {store.endpoint_url}" if store.endpoint_url else "")
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return SlipwayError(
@@ -45,15 +52,15 @@ def storage_error(exc: Exception, store: StorageSettings) -> SlipwayError:
         )
     if isinstance(exc, EndpointConnectionError):
         return SlipwayError(
-            f"cannot reach the S3 endpoint for {where}: check AWS_ENDPOINT_URL_S3 and the network"
+            f"cannot reach the S3 endpoint for {where}: check {endpoint_by} and the network"
         )
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code in {"NoSuchBucket"} or (code in {"404", "NotFound"} and status == 404):
+            endpoint = store.endpoint_url or "AWS S3"
             return SlipwayError(
-                f"bucket {store.bucket!r} does not exist at {where}: create it or fix "
-                "SLIPWAY_BACKUP_URL"
+                f"bucket {store.bucket!r} does not exist at {endpoint}: create it or fix {named_by}"
             )
         if code in {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"}:
             return SlipwayError(
@@ -70,6 +77,15 @@ def storage_error(exc: Exception, store: StorageSettings) -> SlipwayError:
     if isinstance(exc, BotoCoreError):
         return SlipwayError(f"S3 error on {where}: {exc}")
     return SlipwayError(f"S3 error on {where}: {exc}")
+
+
+@contextlib.contextmanager
+def s3_errors(store: StorageSettings) -> Iterator[None]:
+    """An S3 failure inside the block becomes `storage_error`'s one line."""
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise storage_error(exc, store) from exc
 
 
 def check_bucket(client: S3Client, store: StorageSettings) -> None:
@@ -251,11 +267,14 @@ def delete_prefix(client: S3Client, store: StorageSettings, prefix: str) -> int:
     """Delete every object under `prefix` (a backup's folder); returns how many."""
     deleted = 0
     paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=store.bucket, Prefix=prefix.rstrip("/") + "/"):
-        keys: list[ObjectIdentifierTypeDef] = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            client.delete_objects(Bucket=store.bucket, Delete={"Objects": keys, "Quiet": True})
-            deleted += len(keys)
+    with s3_errors(store):
+        for page in paginator.paginate(Bucket=store.bucket, Prefix=prefix.rstrip("/") + "/"):
+            keys: list[ObjectIdentifierTypeDef] = [
+                {"Key": o["Key"]} for o in page.get("Contents", [])
+            ]
+            if keys:
+                client.delete_objects(Bucket=store.bucket, Delete={"Objects": keys, "Quiet": True})
+                deleted += len(keys)
     return deleted
 
 

@@ -1,4 +1,4 @@
-"""Issue 16, point 6: libpq tools get only what they need, never the S3 secret.
+"""Libpq tools get only what they need, never the S3 secret.
 
 pg_dump, pg_dumpall and pg_restore are replaced (through SLIPWAY_PG_BIN) by scripts that
 record the environment they were given and then run the real tool, so the backup, the

@@ -1,4 +1,4 @@
-"""Issue 16, point 1: backups of one database that overlap all succeed, and a clean-up
+"""Backups of one database that overlap all succeed, and a clean-up
 removes only what is provably abandoned (its owner's lock is gone), never a running backup.
 A manifest is written only once the dump (and globals) read back as sent."""
 

@@ -1,4 +1,4 @@
-"""Issue 16, points 14-16 through `slipway mirror`: one line on stderr, exit 1, the rest done."""
+"""A bucket mirror off the happy path through `slipway mirror`: one line on stderr, exit 1, the rest done."""
 
 from __future__ import annotations
 

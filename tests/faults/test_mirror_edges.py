@@ -1,4 +1,4 @@
-"""Issue 16, points 14-16: a bucket mirror off the happy path, on real S3 servers and disks.
+"""A bucket mirror off the happy path, on real S3 servers and disks.
 
 14. One server under two spellings, or two keys, is one server: the overlap guard holds.
 15. Keys no file can have are skipped and reported; nothing is written outside the

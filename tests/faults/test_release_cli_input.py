@@ -1,4 +1,4 @@
-"""Issue 16 points 4, 5 and 6 (the CLI's half): bad input is refused before anything moves.
+"""Bad input is refused before anything moves.
 
 4. `--env 'x/../NAME'` used to load NAME's block under another lock.
 5. `rollback --to VERSION` used to stop the app and restore the database before the

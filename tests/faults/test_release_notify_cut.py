@@ -1,4 +1,4 @@
-"""Issue 16 point 18: a long error of characters that need escaping keeps its start.
+"""A long error of characters that need escaping keeps its start.
 
 Sent through the real notifier blocks to the Slack and Telegram simulators, which parse
 what arrives as the APIs do (Telegram's HTML parser, Slack's Block Kit limits).

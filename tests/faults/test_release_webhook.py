@@ -1,4 +1,4 @@
-"""Issue 16 points 3 and 17: the git-tag webhook off the happy path.
+"""The git-tag webhook off the happy path.
 
 3. A captured signed delivery sent again under a fresh delivery id, or an old tag's push
    replayed, starts nothing: runs are keyed on the signed push, on the Prefect server, so

@@ -1,4 +1,4 @@
-"""Issue 16, point 13: database names are one key segment, so `app/1999` cannot lie
+"""Database names are one key segment, so `app/1999` cannot lie
 inside `app`'s folder (a backup of `app` used to delete all of `app/1999`'s backups)."""
 
 from __future__ import annotations

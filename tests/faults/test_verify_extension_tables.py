@@ -1,4 +1,4 @@
-"""Issue 16, point 12: a table owned by an extension does not fail every verify.
+"""A table owned by an extension does not fail every verify.
 
 pg_dump leaves out the tables an extension creates (CREATE EXTENSION makes them again),
 but dumps the data of its configuration tables. No extension shipped with PostgreSQL 15

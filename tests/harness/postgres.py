@@ -1,4 +1,8 @@
-"""A throwaway PostgreSQL server: initdb into the session directory, a free port, trust auth."""
+"""A throwaway PostgreSQL server: initdb into the session directory, a free port, trust auth.
+
+Stopped by a fast shutdown (SIGINT), which ends the sessions and removes the server's
+shared memory (/dev/shm, System V); a killed server would leave both behind.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import glob
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,14 +64,10 @@ class PostgresServer:
         self.proc: ManagedProcess | None = None
         self.session_dir = session_dir
 
-    def _as_owner(self, argv: list[str]) -> list[str]:
-        if not is_root():
-            return argv
-        if not shutil.which("runuser"):
-            raise ServiceUnavailable(
-                "running as root needs `runuser` (util-linux) to drop to postgres"
-            )
-        return ["runuser", "-u", SUPERUSER, "--", *argv]
+    @staticmethod
+    def _owner() -> str | None:
+        """The user the server runs as: `postgres` when the harness is root, else ourselves."""
+        return SUPERUSER if is_root() else None
 
     def start(self) -> PostgresInfo:
         bin_dir = find_pg_bin()
@@ -86,50 +87,54 @@ class PostgresServer:
         pwfile.write_text(password + "\n")
         if is_root():
             shutil.chown(pwfile, SUPERUSER)
+        owner = self._owner()
         init = subprocess.run(
-            self._as_owner(
-                [
-                    str(bin_dir / "initdb"),
-                    "-D",
-                    str(data),
-                    "--auth-local=trust",
-                    "--auth-host=scram-sha-256",
-                    f"--pwfile={pwfile}",
-                    "-U",
-                    SUPERUSER,
-                    "-E",
-                    "UTF8",
-                    "--no-sync",
-                ]
-            ),
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "-U",
+                SUPERUSER,
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
             capture_output=True,
             text=True,
             check=False,
+            cwd=self.root,
+            user=owner,
+            group=owner,
+            extra_groups=[] if owner else None,
         )
         if init.returncode != 0:
             raise RuntimeError(f"initdb failed: {init.stderr.strip() or init.stdout.strip()}")
         port = free_port()
         self.proc = ManagedProcess(
             "postgres",
-            self._as_owner(
-                [
-                    str(bin_dir / "postgres"),
-                    "-D",
-                    str(data),
-                    "-p",
-                    str(port),
-                    "-k",
-                    str(sock),
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "max_connections=100",
-                ]
-            ),
+            [
+                str(bin_dir / "postgres"),
+                "-D",
+                str(data),
+                "-p",
+                str(port),
+                "-k",
+                str(sock),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=100",
+            ],
             session_dir=self.session_dir,
+            cwd=self.root,
             term_timeout=15,
+            stop_signal=signal.SIGINT,
+            user=owner,
         )
         pwfile.unlink()
         info = PostgresInfo("127.0.0.1", port, SUPERUSER, password, bin_dir)

@@ -1,4 +1,9 @@
-"""A real S3 server for tests: SeaweedFS's `weed server` with an S3 gateway and credentials."""
+"""A real S3 server for tests: SeaweedFS's `weed server` with an S3 gateway and credentials.
+
+Its logs and local sockets go to the session directory; the gRPC sockets it always makes
+in /tmp (`/tmp/seaweedfs-<server>-grpc-<port>.sock`, not configurable) are removed after
+it stops.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,15 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 REGION = "us-east-1"
+GRPC_OFFSET = 10000  # SeaweedFS's gRPC port for each of its ports
+
+
+def grpc_sockets(ports: dict[str, int]) -> list[Path]:
+    """The gRPC sockets `weed server` creates in /tmp whatever TMPDIR says."""
+    return [
+        Path(f"/tmp/seaweedfs-{name}-grpc-{port + GRPC_OFFSET}.sock")
+        for name, port in ports.items()
+    ]
 
 
 def find_weed() -> str:
@@ -108,12 +122,16 @@ class SeaweedS3:
             )
         )
         # SeaweedFS also binds port+10000 for gRPC on the master, volume, filer and S3 ports.
-        ports = {k: free_port(also_free_offsets=(10000,)) for k in ("master", "volume", "filer")}
-        s3_port = free_port(also_free_offsets=(10000,))
+        ports = {
+            k: free_port(also_free_offsets=(GRPC_OFFSET,)) for k in ("master", "volume", "filer")
+        }
+        s3_port = free_port(also_free_offsets=(GRPC_OFFSET,))
+        (root / "logs").mkdir()
         self.proc = ManagedProcess(
             self.name,
             [
                 weed,
+                f"-logdir={root / 'logs'}",  # a global flag: before the command
                 "server",
                 f"-dir={root / 'data'}",
                 "-ip=127.0.0.1",
@@ -132,10 +150,13 @@ class SeaweedS3:
                 "-s3.port.iceberg=0",
                 "-s3.port.lance=0",
                 "-master.telemetry=false",
+                f"-filer.localSocket={root / 'filer.sock'}",
+                f"-s3.localSocket={root / 's3.sock'}",
                 *self.extra_args,
             ],
             session_dir=self.session_dir,
             term_timeout=0,  # weed ignores SIGTERM for a long time; its data is throwaway
+            leftovers=grpc_sockets({**ports, "s3": s3_port}),
         )
         info = S3Info(f"http://127.0.0.1:{s3_port}", access, secret)
         client = info.client()
