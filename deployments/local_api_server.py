@@ -39,6 +39,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{listener.getsockname()[1]}/api"
 
     from prefect.server.api.server import create_app
+    from prefect.settings import get_current_settings
 
     config = uvicorn.Config(
         create_app(ephemeral=True, final=True),
@@ -48,7 +49,11 @@ def main() -> None:
         timeout_graceful_shutdown=10,
     )
     server = _Server(config, files)
-    state = {"url": url, "pid": os.getpid(), "auth": os.environ["PREFECT_SERVER_API_AUTH_STRING"]}
+    # The password the starting command chose (PREFECT_SERVER_API_AUTH_STRING), as Prefect read it.
+    auth = get_current_settings().server.api.auth_string
+    if auth is None:
+        raise SystemExit("the local Prefect API needs a password: start it through `slipway`")
+    state = {"url": url, "pid": os.getpid(), "auth": auth.get_secret_value()}
     tmp = files.state.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
     with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:

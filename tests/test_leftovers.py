@@ -144,8 +144,16 @@ def test_demo_leaves_no_file_process_or_firewall_rule(tmp_path: Path) -> None:
     for d in (fake_tmp, fake_tmp / "t", fake_tmp / "shm"):
         d.chmod(0o1777)
     ns_file = fake_tmp / "ns"
+    # A checkout under /tmp (a CI clone) stays visible: bound back at its own path.
+    keep: list[Path] = []
+    bind_repo = ""
+    if REPO.is_relative_to("/tmp"):
+        inner = fake_tmp / REPO.relative_to("/tmp")
+        inner.mkdir(parents=True)
+        keep += [inner, *(p for p in inner.parents if p.is_relative_to(fake_tmp) and p != fake_tmp)]
+        bind_repo = f"mount --bind {REPO} {inner} && "
     script = (
-        f"mount --bind {fake_tmp / 'shm'} /dev/shm && mount --bind {fake_tmp} /tmp && "
+        f"mount --bind {fake_tmp / 'shm'} /dev/shm && {bind_repo}mount --bind {fake_tmp} /tmp && "
         'readlink /proc/self/ns/mnt > /tmp/ns && exec "$@"'
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SLIPWAY_"))}
@@ -172,7 +180,7 @@ def test_demo_leaves_no_file_process_or_firewall_rule(tmp_path: Path) -> None:
         for line in left_running:
             os.kill(int(line.split(":")[0]), signal.SIGKILL)
     assert left_running == []
-    assert files_under(fake_tmp, skip=(fake_tmp / "t", fake_tmp / "shm", ns_file)) == []
+    assert files_under(fake_tmp, skip=(fake_tmp / "t", fake_tmp / "shm", ns_file, *keep)) == []
     assert host_state(docker=False) == before
 
 
