@@ -7,7 +7,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -17,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 
+from tests.commands import REPO as REPO  # re-exported: other test modules import them here
+from tests.commands import SLIPWAY as SLIPWAY
+from tests.commands import slipway as slipway
 from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.s3 import S3Info
@@ -27,22 +29,6 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3, pytest.mark.prefect]
-
-SLIPWAY = [sys.executable, "-m", "deployments.cli"]
-REPO = Path(__file__).resolve().parent.parent
-
-
-def slipway(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """Run the `slipway` command line with exactly this environment."""
-    return subprocess.run(
-        [*SLIPWAY, *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 @dataclass

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.commands import SLIPWAY, run
 from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.s3 import S3Info
@@ -51,15 +50,7 @@ class World:
         env = {**self.env, **{k: self.fill(v) for k, v in extra.items() if v is not None}}
         for name in [k for k, v in extra.items() if v is None]:
             env.pop(name, None)
-        return subprocess.run(
-            [sys.executable, "-m", "deployments.cli", *(self.fill(a) for a in args)],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        return run([*SLIPWAY, *(self.fill(a) for a in args)], env)
 
     def state(self) -> dict[str, Any]:
         """Everything a failed command must leave as it was."""

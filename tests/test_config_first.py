@@ -8,11 +8,12 @@ is contacted.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.commands import run as run_command
 
 REPO = Path(__file__).resolve().parent.parent
 LEAK = "hunter2-leak"
@@ -39,15 +40,7 @@ def run(args: list[str], env_vars: dict[str, str], home: Path) -> tuple[int, lis
         "PREFECT_HOME": str(home / "prefect"),
         **env_vars,
     }
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "deployments.cli", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = run_command([sys.executable, "-X", "importtime", "-m", "deployments.cli", *args], env)
     modules = set()
     lines = []
     for line in proc.stderr.splitlines():

@@ -9,7 +9,6 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.chat_simulators import SlackSimulator, TelegramSimulator
+from tests.commands import SLIPWAY, run
 from tests.compose_app import build_images
 from tests.harness.docker_engine import DockerInfo
 from tests.harness.postgres import PostgresInfo
@@ -31,15 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 def doctor(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`slipway doctor ARGS` with exactly this environment; prints how long it took (-s)."""
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "deployments.cli", "doctor", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = run([*SLIPWAY, "doctor", *args], env)
     print(f"slipway doctor {' '.join(args)}: {time.monotonic() - started:.1f} s")
     return proc
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.commands import SLIPWAY, run
 from tests.harness.postgres import PostgresInfo
 from tests.harness.s3 import S3Info
 from tests.pg_fixtures import create_database
@@ -25,7 +26,6 @@ from tests.pg_fixtures import create_database
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
 
 REPO = Path(__file__).resolve().parent.parent
-SLIPWAY = [sys.executable, "-m", "deployments.cli"]
 SERVER_MODULE = b"deployments.local_api_server"
 NOISE = ("Traceback", "telemetry", "temporary server", "database is locked", "uvicorn")
 # The runs in the local history, as [flow name, state type], read through the shared API.
@@ -106,15 +106,7 @@ def env(postgres: PostgresInfo, s3: S3Info, home: Path) -> dict[str, str]:
 
 
 def _history(env: dict[str, str]) -> list[list[str | None]]:
-    proc = subprocess.run(
-        [sys.executable, "-c", HISTORY],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = run([sys.executable, "-c", HISTORY], env)
     assert proc.returncode == 0, proc.stderr
     runs: list[list[str | None]] = json.loads(proc.stdout.splitlines()[-1])
     return runs

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.commands import run
 from tests.compose_app import build_images
 from tests.harness.docker_engine import BASE_IMAGE, HTTP_PORT, DockerEngine, DockerInfo
 from tests.harness.postgres import PostgresInfo
@@ -160,15 +161,7 @@ def test_demo_leaves_no_file_process_or_firewall_rule(tmp_path: Path) -> None:
     env["TMPDIR"] = "/tmp/t"
     before = host_state(docker=False)
     unshare = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
-    demo = subprocess.run(
-        [*unshare, sys.executable, "-m", "tests.demo"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    demo = run([*unshare, sys.executable, "-m", "tests.demo"], env, timeout=600)
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-3000:]
     assert "identical to the original" in demo.stdout
     ns = ns_file.read_text().strip()
