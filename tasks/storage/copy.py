@@ -65,12 +65,8 @@ def copy_one(
     without it the copy gets exactly the source's user metadata (a restore).
     listed: the source object as listed, if known.
     """
-    if (
-        isinstance(src, S3Location)
-        and isinstance(dst, S3Location)
-        and src.settings.same_endpoint(dst.settings)
-    ):
-        return _server_side_copy(src, dst, key, stamp, listed)
+    if pair := server_side(src, dst):
+        return _server_side_copy(*pair, key, stamp, listed)
     stream, meta, info = src.read(key)
     with stream:
         metadata = dict(meta.metadata) if stamp else meta.user_metadata()
@@ -112,7 +108,18 @@ def copy_one(
     return info.size
 
 
-def _request_only(stamp: bool, listed: ObjectInfo | None) -> bool:
+def server_side(src: AnyLocation, dst: AnyLocation) -> tuple[S3Location, S3Location] | None:
+    """The two buckets, when a copy between them is server-side (one endpoint)."""
+    if (
+        isinstance(src, S3Location)
+        and isinstance(dst, S3Location)
+        and src.settings.same_endpoint(dst.settings)
+    ):
+        return src, dst
+    return None
+
+
+def request_only(stamp: bool, listed: ObjectInfo | None) -> bool:
     """Whether a same-endpoint copy is the bare request: same bytes, same single-part ETag,
     same metadata, so nothing to add and no HEAD needed. (S3 refuses single copies above
     5 GiB; such objects have multi-part ETags anyway.)"""
@@ -122,7 +129,7 @@ def _request_only(stamp: bool, listed: ObjectInfo | None) -> bool:
 def _server_side_copy(
     src: S3Location, dst: S3Location, key: str, stamp: bool, listed: ObjectInfo | None
 ) -> int:
-    if _request_only(stamp, listed):
+    if request_only(stamp, listed):
         assert listed is not None
         dst.copy_from(src, key, key, None)
         return listed.size

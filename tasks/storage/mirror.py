@@ -10,12 +10,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from typing import Literal
 
 from blocks.errors import SlipwayError
-from tasks.storage.copy import copy_one
+from tasks.storage.copy import copy_one, request_only, server_side
+from tasks.storage.crt_copy import CrtCopies, direct
 from tasks.storage.endpoint_identity import overlaps
 from tasks.storage.local_files import key_problem
 from tasks.storage.locations import (
@@ -239,12 +241,25 @@ def run_copies(
             done = done_bytes
         on_progress(done, total)
 
-    def one(action: Action) -> int:
-        listed = ObjectInfo(action.key, action.size, action.etag)
-        return copy_one(src, dst, action.key, stamp=stamp, listed=listed)
+    def listed(action: Action) -> ObjectInfo:
+        return ObjectInfo(action.key, action.size, action.etag)
 
-    with ThreadPoolExecutor(WORKERS) as pool:
-        futures = {pool.submit(one, a): a for a in todo}
+    def one(action: Action) -> int:
+        return copy_one(src, dst, action.key, stamp=stamp, listed=listed(action))
+
+    # Bare same-endpoint copies go through the CRT's S3 client; the rest through boto3.
+    pair = server_side(src, dst)
+    if pair and not direct(pair[1]):
+        pair = None
+    bare = [a for a in todo if pair and request_only(stamp, listed(a))]
+    rest = [a for a in todo if not (pair and request_only(stamp, listed(a)))]
+    with ExitStack() as stack:
+        # boto3's first: they hold the multi-part objects, the largest and longest copies.
+        pool = stack.enter_context(ThreadPoolExecutor(WORKERS))
+        futures: dict[Future[int], Action] = {pool.submit(one, a): a for a in rest}
+        if pair and bare:
+            crt = stack.enter_context(closing(CrtCopies(*pair)))
+            futures |= {crt.copy(a.key, a.size, a.etag): a for a in bare}
         for future in as_completed(futures):
             action = futures[future]
             try:
