@@ -63,6 +63,11 @@ VARIABLES: dict[str, tuple[Variable, ...]] = {
         Variable(
             "AWS_ENDPOINT_URL_S3", "AWS", "S3 endpoint (or AWS_ENDPOINT_URL), e.g. MinIO's URL."
         ),
+        Variable(
+            "AWS_CA_BUNDLE",
+            "the system's",
+            "Certificates to trust for an https endpoint with a private CA (boto3's own variable).",
+        ),
     ),
     "The app's storage (`mirror`, `snapshot`, `restore-files`)": (
         Variable(
