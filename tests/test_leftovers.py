@@ -154,7 +154,7 @@ def test_demo_leaves_no_file_process_or_firewall_rule(tmp_path: Path) -> None:
         keep += [inner, *(p for p in inner.parents if p.is_relative_to(fake_tmp) and p != fake_tmp)]
         bind_repo = f"mount --bind {REPO} {inner} && "
     script = (
-        f"mount --bind {fake_tmp / 'shm'} /dev/shm && {bind_repo}mount --bind {fake_tmp} /tmp && "
+        f"mount --bind {fake_tmp / 'shm'} /dev/shm && {bind_repo}mount --rbind {fake_tmp} /tmp && "
         'readlink /proc/self/ns/mnt > /tmp/ns && exec "$@"'
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SLIPWAY_"))}
