@@ -151,8 +151,8 @@ def restore(
     )
     down = prefect_api_down()
     if down:
-        # A restore is what you need when things are down: run on a temporary local API.
-        typer.echo(f"warning: Prefect API {down} does not answer; running locally", err=True)
+        # A restore is what you need when things are down: it runs on the local API of
+        # PREFECT_HOME, and says so once it succeeded (a failure stays one line).
         os.environ.pop("PREFECT_API_URL")
     from blocks.errors import SlipwayError
     from blocks.input_checks import refuse_url_password
@@ -171,6 +171,12 @@ def restore(
         verbose,
     )
     show(r, as_json, r["state"])
+    if down:
+        typer.echo(
+            f"warning: the Prefect API at {down} does not answer: this restore ran on the local "
+            "API of PREFECT_HOME, whose history has its run",
+            err=True,
+        )
 
 
 def _configured_database() -> str | None:

@@ -338,14 +338,15 @@ def test_gzip_and_globals(env: Env) -> None:
 def test_restore_works_while_prefect_server_is_down(env: Env) -> None:
     backup_id = json.loads(env.run("backup", "--json", check=True).stdout)["id"]
     target = f"offline_{secrets.token_hex(3)}"
-    out = env.restore(
-        backup_id,
-        target,
-        extra={"PREFECT_API_URL": "http://127.0.0.1:9/api"},
-        check=True,
-    )
+    down = {"PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    out = env.restore(backup_id, target, extra=down, check=True)
     assert "does not answer" in out.stderr
     assert snapshot(env.pg, target) == snapshot(env.pg, env.database)
+    # A restore that fails meanwhile says only why it failed, in one line.
+    failed = env.restore("20000101T000000Z-0000", f"offline_{secrets.token_hex(3)}", extra=down)
+    assert failed.returncode == 1, failed.stderr
+    assert len(failed.stderr.strip().splitlines()) == 1, failed.stderr
+    assert failed.stderr.startswith("error: ")
 
 
 @pytest.mark.parametrize("server_major", [16, 99])
