@@ -251,8 +251,10 @@ def run_copies(
     pair = server_side(src, dst)
     if pair and not direct(pair[1]):
         pair = None
-    bare = [a for a in todo if pair and request_only(stamp, listed(a))]
-    rest = [a for a in todo if not (pair and request_only(stamp, listed(a)))]
+    bare: list[Action] = []
+    rest: list[Action] = []
+    for a in todo:
+        (bare if pair and request_only(stamp, listed(a)) else rest).append(a)
     with ExitStack() as stack:
         # boto3's first: they hold the multi-part objects, the largest and longest copies.
         pool = stack.enter_context(ThreadPoolExecutor(WORKERS))
