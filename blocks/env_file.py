@@ -3,8 +3,9 @@
 Secrets in the file are `${ENV_VAR}` references, expanded from the environment when it is
 applied; a literal secret is refused, so the file can live in git. One file writes:
 `<name>-database` (PostgresDatabase), `<name>-store` (ObjectStorage), `<name>-slack`
-(SlackNotifier) and `<name>-telegram` (TelegramNotifier) when configured, and the
-`Environment` block `<name>` that names them.
+(SlackNotifier) and `<name>-telegram` (TelegramNotifier) when configured, `<name>-ssh`
+(SshCredentials) for an ssh target's key and secret variables, and the `Environment` block
+`<name>` that names them.
 
     name: production
     database: {url: "postgresql://app@db:5432/app", password: "${DB_PASSWORD}"}
@@ -33,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from blocks.config_check import combined
 from blocks.environment_settings import BucketBackup, MigrationSettings, ReleasePolicy
 from blocks.errors import ConfigError
-from blocks.rollout import HealthCheck, TargetSettings
+from blocks.rollout import HealthCheck, SshTargetSettings, TargetSettings
 from blocks.settings import PostgresSettings
 
 REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -45,6 +46,8 @@ SECRET_PATHS = (
     ("notifiers", "slack", "webhook_url"),
     ("notifiers", "slack", "bot_token"),
     ("notifiers", "telegram", "bot_token"),
+    ("ssh", "private_key"),
+    ("ssh", "passphrase"),
 )
 
 
@@ -108,6 +111,22 @@ class NotifiersSpec(BaseModel):
     telegram: TelegramSpec | None = Field(default=None, description="A Telegram notifier.")
 
 
+class SshSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    private_key: str | None = Field(
+        default=None,
+        description='The ssh target\'s private key, as a reference: "${DEPLOY_SSH_KEY}" '
+        "(empty: the target's identity_file, else the SSH agent).",
+    )
+    passphrase: str | None = Field(
+        default=None, description='Its passphrase, as a reference: "${DEPLOY_SSH_PASSPHRASE}".'
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description='Secret variables remote commands get, as references: {GIT_TOKEN: "${GIT_TOKEN}"}.',
+    )
+
+
 class EnvironmentFile(BaseModel):
     """The file's shape: the Environment block's fields plus its sub-blocks inline."""
 
@@ -136,6 +155,9 @@ class EnvironmentFile(BaseModel):
     notifiers: NotifiersSpec = Field(
         default_factory=NotifiersSpec, description="Where outcomes are announced."
     )
+    ssh: SshSpec | None = Field(
+        default=None, description="Secrets of an ssh target, kept in the `<name>-ssh` block."
+    )
     buckets: list[BucketBackup] = Field(
         default_factory=list, description="The app's buckets in the nightly backup."
     )
@@ -150,6 +172,14 @@ def _secret_problems(data: dict[str, Any], path: Path) -> list[str]:
         if node is not None and not (isinstance(node, str) and REFERENCE.fullmatch(node)):
             problems.append(
                 f'{".".join(keys)} in {path} is a literal secret: write "${{SOME_VAR}}" and '
+                "export SOME_VAR where you run `slipway env apply`"
+            )
+    ssh = data.get("ssh")
+    variables = ssh.get("env") if isinstance(ssh, dict) else None
+    for key, value in (variables or {}).items() if isinstance(variables, dict) else ():
+        if not (isinstance(value, str) and REFERENCE.fullmatch(value)):
+            problems.append(
+                f'ssh.env.{key} in {path} is a literal secret: write "${{SOME_VAR}}" and '
                 "export SOME_VAR where you run `slipway env apply`"
             )
     database = data.get("database")
@@ -210,6 +240,10 @@ def load_environment_file(path: Path) -> EnvironmentFile:
         )
     if spec is not None:
         problems += _url_problems(spec, path)
+        if spec.ssh is not None and spec.target.kind != "ssh":
+            problems.append(
+                f"ssh in {path} is for an ssh target; this target is {spec.target.kind}"
+            )
     if problems or spec is None:
         raise combined(problems, str(path))
     return spec
@@ -272,10 +306,23 @@ def apply_environment(spec: EnvironmentFile) -> list[str]:
         telegram_name = f"{name}-telegram"
         telegram.save(telegram_name, overwrite=True)
         written.append(telegram_name)
+    target = spec.target
+    if spec.ssh is not None and isinstance(target, SshTargetSettings):
+        from blocks.ssh_credentials import SshCredentials
+
+        ssh = spec.ssh
+        SshCredentials(
+            private_key=SecretStr(ssh.private_key) if ssh.private_key else None,
+            passphrase=SecretStr(ssh.passphrase) if ssh.passphrase else None,
+            env={k: SecretStr(v) for k, v in ssh.env.items()},
+        ).save(f"{name}-ssh", overwrite=True)
+        written.append(f"{name}-ssh")
+        if target.credentials_block is None:
+            target = target.model_copy(update={"credentials_block": f"{name}-ssh"})
     Environment(
         database_block=f"{name}-database",
         store_block=f"{name}-store",
-        target=spec.target,
+        target=target,
         health_checks=spec.health_checks,
         migrations=spec.migrations,
         policy=spec.policy,

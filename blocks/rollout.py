@@ -1,7 +1,7 @@
-"""Typed settings for rollouts: health checks, and each kind of target.
+"""Typed settings for rollouts: each kind of target (health checks are in `health_check`).
 
-`TargetSettings` is chosen by `kind` (`compose` now; `kubernetes`, `ecs` and `ssh` will
-follow, each a model of its own added to the union), so each kind validates its own keys.
+`TargetSettings` is chosen by `kind` (`compose`, `ssh`; `kubernetes` and `ecs` will follow,
+each a model of its own added to the union), so each kind validates its own keys.
 A `kind`-less target is a compose one (what environments saved before `kind` hold).
 Plain pydantic models, part of the `Environment` block (their field descriptions are its
 UI form). Semantic mistakes raise `ConfigError` (one line), not a validation report.
@@ -13,7 +13,6 @@ import re
 import shlex
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, Union
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -26,79 +25,12 @@ from pydantic import (
 )
 
 from blocks.errors import ConfigError
+from blocks.health_check import HealthCheck as HealthCheck
+from blocks.rollout_ssh import SshTargetSettings as SshTargetSettings
 
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # What Docker accepts as an image tag: a version ends up as one on every service.
 IMAGE_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
-
-
-class HealthCheck(BaseModel):
-    """One health probe, polled until it passes `successes` times in a row or its deadline ends."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["http", "tcp", "container"] = Field(
-        description="http: GET a URL; tcp: open a connection; container: the container's "
-        "Docker healthcheck when it has one, else that it runs."
-    )
-    url: str | None = Field(default=None, description="URL to GET (http checks).")
-    host: str | None = Field(default=None, description="Host to connect to (tcp checks).")
-    port: int | None = Field(default=None, ge=1, le=65535, description="Port (tcp checks).")
-    container: str | None = Field(
-        default=None,
-        description="Container name or id (container checks). Under a compose target, a "
-        "compose service name; empty means the service being checked.",
-    )
-    expect_status: int = Field(default=200, description="HTTP status that counts as healthy.")
-    version_field: str | None = Field(
-        default=None,
-        description="Dotted path of a JSON field of the response (e.g. 'version' or "
-        "'build.tag') that must equal the version being deployed, so that the new version "
-        "is the one answering.",
-    )
-    deadline_seconds: float = Field(
-        default=60.0, gt=0, description="Give up this long after waiting began."
-    )
-    interval_seconds: float = Field(
-        default=1.0, gt=0, description="Pause after the first failed probe."
-    )
-    backoff: float = Field(
-        default=1.5, ge=1.0, description="Each failed probe multiplies the pause by this."
-    )
-    max_interval_seconds: float = Field(default=10.0, gt=0, description="Longest pause.")
-    successes: int = Field(
-        default=1, ge=1, description="Consecutive passing probes required (a failure resets)."
-    )
-    timeout_seconds: float = Field(default=5.0, gt=0, description="Timeout of one probe.")
-    verify_tls: bool = Field(default=True, description="Verify HTTPS certificates.")
-
-    @model_validator(mode="after")
-    def _complete(self) -> Self:
-        if self.kind == "http":
-            parts = urlsplit(self.url or "")
-            if parts.scheme not in {"http", "https"} or not parts.hostname:
-                raise ConfigError(
-                    f"http health check needs a url like http://host:port/health, got {self.url!r}"
-                )
-        elif self.kind == "tcp" and (not self.host or self.port is None):
-            raise ConfigError("tcp health check needs host and port, e.g. host=db port=5432")
-        if self.version_field is not None and self.kind != "http":
-            raise ConfigError(
-                f"version_field only applies to http checks, not {self.kind}: remove it"
-            )
-        return self
-
-    def describe(self) -> str:
-        """What is probed, safe to log: no credentials or query string of the URL."""
-        if self.kind == "http":
-            parts = urlsplit(self.url or "")
-            netloc = parts.hostname or ""
-            if parts.port:
-                netloc += f":{parts.port}"
-            return f"{parts.scheme}://{netloc}{parts.path}"
-        if self.kind == "tcp":
-            return f"tcp {self.host}:{self.port}"
-        return f"container {self.container or '?'}"
 
 
 def _default_services() -> list[str]:
@@ -175,6 +107,11 @@ class ComposeTargetSettings(BaseModel):
             )
         if self.compose_command is not None and not self.compose_command:
             raise ConfigError("compose_command is empty: e.g. 'docker compose', or leave it unset")
+        units = [c for checks in self.health_checks.values() for c in checks if c.kind == "unit"]
+        if units:
+            raise ConfigError(
+                "unit health checks are for ssh targets: use kind container (or none) here"
+            )
         unknown = sorted(set(self.health_checks) - set(self.services))
         if unknown:
             raise ConfigError(
@@ -197,10 +134,13 @@ def _kind(value: Any) -> str | None:
 
 # One member per kind; a new kind adds `Annotated[ItsSettings, Tag("its-kind")]`.
 TargetSettings = Annotated[
-    Union[Annotated[ComposeTargetSettings, Tag("compose")]],  # noqa: UP007
+    Union[  # noqa: UP007
+        Annotated[ComposeTargetSettings, Tag("compose")],
+        Annotated[SshTargetSettings, Tag("ssh")],
+    ],
     Discriminator(
         _kind,
         custom_error_type="target_kind",
-        custom_error_message="unknown target kind: the kinds are compose",
+        custom_error_message="unknown target kind: the kinds are compose, ssh",
     ),
 ]

@@ -91,7 +91,20 @@ def release_report(record: ReleaseRecord, preflight: Preflight | None) -> str:
             f"- to: {rb.to_version or 'nothing'}; database restored: {rb.database_restored}",
         ]
         lines += [f"- {s.name}: {s.status} ({s.detail or ''})" for s in rb.steps]
+    lines += command_output(record)
     return "\n".join(lines)
+
+
+def command_output(record: ReleaseRecord) -> list[str]:
+    """The tails of the commands the steps ran (an ssh target's steps), one section each."""
+    steps = [(s.name, s) for s in record.steps]
+    if record.rollback:
+        steps += [(f"rollback {s.name}", s) for s in record.rollback.steps]
+    lines = []
+    for title, step in steps:
+        for command, tail in (step.output or {}).items():
+            lines += ["", f"### {title}: {command}", "", "~~~", tail.replace("~~~", "~ ~ ~"), "~~~"]
+    return ["", "## Command output", *lines] if lines else []
 
 
 @flow(name="release", **HOOKS)
@@ -213,7 +226,8 @@ def _release_steps(
     else:
         journal.skip("migrate", "no pending migrations")
     with journal.step("rollout") as step:
-        step.detail = deploy_task(target, version)
+        report = deploy_task(target, version)
+        step.detail, step.output = report.summary(), report.output or None
     with journal.step("health") as step:
         step.detail = app_health_task(target, environment.health_checks, version)
 

@@ -30,6 +30,7 @@ from tasks.release.journal import (
     Journal,
     RollbackMetrics,
     RollbackRecord,
+    StepRecord,
     find_release,
     list_releases,
     system_metrics,
@@ -76,10 +77,15 @@ def database_plan(journal: Journal, environment: Environment) -> tuple[bool, str
     return True, f"restore pre-release backup {record.backup_id} (policy {policy})"
 
 
-def redeploy(target: RolloutTarget, version: str | None) -> str:
+def redeploy(target: RolloutTarget, version: str | None, step: StepRecord | None = None) -> str:
+    """The version back on every service (or all stopped when there was none); the summary.
+    The commands' output goes to `step`."""
     if version is None:
         return "nothing was deployed before the release: " + stop_services_task(target)
-    return deploy_task(target, version)
+    report = deploy_task(target, version, keep_going=True)
+    if step is not None:
+        step.output = report.output or None
+    return report.summary()
 
 
 @flow(name="rollback", **HOOKS)
@@ -194,7 +200,7 @@ def _undo(
         else:
             journal.skip("restore-database", why, rb.steps)
         with journal.step("redeploy", rb.steps) as step:
-            step.detail = redeploy(target, version)
+            step.detail = redeploy(target, version, step)
         if version is not None:
             with journal.step("health", rb.steps) as step:
                 step.detail = app_health_task(target, environment.health_checks, version)

@@ -26,6 +26,7 @@ from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.procs import session_tmp
 from tests.harness.s3 import S3Info
+from tests.harness.ssh_hosts import SshHostsInfo
 from tests.harness.sshd import SshInfo
 
 HARNESS = Harness(keep=os.environ.get("SLIPWAY_KEEP_TEST_DIR") == "1")
@@ -157,6 +158,14 @@ def compose_command(compose_version: str, docker_engine: DockerInfo) -> list[str
 def ssh_server() -> SshInfo:
     """sshd on 127.0.0.1 with a client key and a known_hosts file."""
     info: SshInfo = _service("ssh")
+    return info
+
+
+@pytest.fixture(scope="session")
+def ssh_hosts() -> SshHostsInfo:
+    """Three SSH hosts, each sshd in its own network namespace (10.200.N.2:22), with its
+    own host key and HOME; one client key for root (tests/harness/ssh_hosts.py)."""
+    info: SshHostsInfo = _service("ssh_hosts")
     return info
 
 

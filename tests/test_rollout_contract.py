@@ -1,8 +1,9 @@
 """The contract every rollout target keeps, run against the real thing where one runs here.
 
-Parametrised over kinds of target: compose now (the demo app of tests/compose_app.py on the
+Parametrised over kinds of target: compose (the demo app of tests/compose_app.py on the
 harness's Docker engine, its images pulled from the harness's registry), on Compose v2 and
-on v1. Each later target (kubernetes, ecs, ssh) adds itself: a `Rig`
+on v1; ssh (the stand-in systemd app of tests/ssh_app.py on three real sshd hosts, each in
+its own network namespace). Each later target (kubernetes, ecs) adds itself: a `Rig`
 for its kind (a fresh app, its settings, and what can be read of the live system without
 going through the target) and a param of `rig`. The target itself is always built by the
 factory and used only through the `RolloutTarget` protocol.
@@ -23,11 +24,14 @@ from typing import Protocol
 import docker
 import pytest
 
-from blocks.rollout import TargetSettings
+from blocks.rollout import SshTargetSettings, TargetSettings
 from tasks.rollout import MixedVersions, RolloutFailed, RolloutTarget, open_target
 from tasks.rollout.compose_v1 import find_compose_v1
 from tests.compose_app import ComposeApp, build_images, create_app
 from tests.harness.docker_engine import DockerInfo
+from tests.ssh_app import SshApp, create_ssh_app
+
+VERSIONS = ("v1", "v2", "v3")
 
 
 class Rig(Protocol):
@@ -35,6 +39,9 @@ class Rig(Protocol):
 
     services: list[str]
     settings: TargetSettings
+    # The services share one release (an ssh host's checkout): a failed start leaves the
+    # later ones stopped on the new version, instead of untouched.
+    switches_together: bool
 
     def instances(self) -> dict[str, tuple[str, str, str]]:
         """Per service: an identity of what runs it (changes when replaced), version, state."""
@@ -48,8 +55,9 @@ class Rig(Protocol):
         """(start | stop, service) that happened on the live system since `since`, in order."""
         ...
 
-    def drift(self, service: str, version: str) -> None:
-        """Put one service on `version` behind the target's back (a hand-made change)."""
+    def drift(self, service: str, version: str) -> dict[str, list[str]]:
+        """Put one service (or what holds it) on `version` behind the target's back (a
+        hand-made change); what the target's live versions must say now."""
         ...
 
     def remove(self) -> None: ...
@@ -60,6 +68,7 @@ class ComposeRig:
         self.app, self.client, self.command = app, client, command
         self.services = list(app.settings.services)
         self.settings: TargetSettings = app.settings
+        self.switches_together = False
 
     def instances(self) -> dict[str, tuple[str, str, str]]:
         return {
@@ -90,7 +99,7 @@ class ComposeRig:
             if int(e["timeNano"]) >= int(since * 1e9) and e["Action"] in ("start", "stop")
         ]
 
-    def drift(self, service: str, version: str) -> None:
+    def drift(self, service: str, version: str) -> dict[str, list[str]]:
         # A person's own `docker compose up` of one service, outside Slipway.
         subprocess.run(
             [*self.command, "-p", self.app.project, "up", "-d", "--no-deps", service],
@@ -99,9 +108,60 @@ class ComposeRig:
             capture_output=True,
             check=True,
         )
+        before = {s: v for s, (_, v, _) in self.instances().items() if s != service}
+        return {s: [version] if s == service else [before[s]] for s in self.services}
 
     def remove(self) -> None:
         self.app.remove(self.client)
+
+
+class SshRig:
+    """The stand-in systemd app on every harness host; a service's instances are its units
+    on all hosts, which must agree for `instances` and `events` to be one answer."""
+
+    def __init__(self, app: SshApp) -> None:
+        self.app = app
+        self.settings: TargetSettings = SshTargetSettings.model_validate(app.settings())
+        self.services = list(self.settings.services)
+        self.switches_together = True
+
+    def instances(self) -> dict[str, tuple[str, str, str]]:
+        found: dict[str, tuple[str, str, str]] = {}
+        for service in self.services:
+            pids = [self.app.unit_pids(h)[service] for h in self.app.hosts]
+            versions = {self.app.live(h) or "" for h in self.app.hosts}
+            state = "running" if all(pids) else "exited" if not any(pids) else "some"
+            found[service] = (" ".join(map(str, pids)), "+".join(sorted(versions)), state)
+        return found
+
+    def mark(self) -> float:
+        return time.time()
+
+    def events(self, since: float) -> list[tuple[str, str]]:
+        seen = [
+            [(action, unit) for when, action, unit in self.app.events(h) if when >= since]
+            for h in self.app.hosts
+        ]
+        assert all(s == seen[0] for s in seen), f"the hosts disagree: {seen}"
+        return seen[0]
+
+    def drift(self, service: str, version: str) -> dict[str, list[str]]:
+        # A person switching one host by hand: its units all run `version` now.
+        host = self.app.hosts[1]
+        units = " ".join(self.services)
+        switched = self.app.info.run_on(
+            host,
+            "sh",
+            "-c",
+            f"cd {host.root} && ln -sfn releases/{version} current && "
+            f"HOME={host.root} {host.root}/bin/systemctl restart {units}",
+        )
+        assert switched.returncode == 0, switched.stderr
+        others = {self.app.live(h) for h in self.app.hosts if h != host}
+        return {s: sorted({version, *(v for v in others if v)}) for s in self.services}
+
+    def remove(self) -> None:
+        self.app.remove()
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +177,7 @@ V1 = find_compose_v1()
 COMPOSE = {"compose-v2": ["docker", "compose"], "compose-v1": [V1 or "docker-compose"]}
 
 
-@pytest.fixture(params=[pytest.param(kind, marks=pytest.mark.docker) for kind in COMPOSE])
+@pytest.fixture(params=[*(pytest.param(kind, marks=pytest.mark.docker) for kind in COMPOSE), "ssh"])
 def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
     """A fresh app with nothing deployed, on the kind of target of the param."""
     made: Rig
@@ -131,6 +191,9 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
             tmp_path / "app", deadline_seconds=3, registry=registry, compose_command=command
         )
         made = ComposeRig(app, client, command)
+    elif request.param == "ssh":
+        hosts = request.getfixturevalue("ssh_hosts")
+        made = SshRig(create_ssh_app(hosts, versions=VERSIONS, unhealthy={("v3", "*", "api")}))
     else:  # pragma: no cover - each new kind adds its branch
         raise AssertionError(request.param)
     try:
@@ -168,13 +231,20 @@ def test_a_failing_gate_leaves_the_later_services_untouched(
     with pytest.raises(RolloutFailed) as failed:
         target.deploy("v3")
     error = failed.value
-    assert (error.version, error.service, error.done, error.untouched) == ("v3", first, [], later)
+    assert (error.version, error.service, error.done) == ("v3", first, [])
+    assert error.untouched == ([] if rig.switches_together else later)
     assert error.check, "the failed check is named"
     assert "\n" not in str(error)
-    assert str(error).endswith(f"; not touched: {', '.join(later)}")
     after = rig.instances()
     assert after[first][1] == "v3"
-    assert {s: after[s] for s in later} == {s: before[s] for s in later}
+    if rig.switches_together:
+        # Stopped for the switch, and not started again: never running the old version
+        # beside the new one.
+        assert str(error).endswith(f"{', '.join(later)} stopped, not started")
+        assert all(after[s][2] == "exited" for s in later)
+    else:
+        assert str(error).endswith(f"; not touched: {', '.join(later)}")
+        assert {s: after[s] for s in later} == {s: before[s] for s in later}
 
 
 def test_services_stop_in_reverse_order_and_start_in_order(rig: Rig, target: RolloutTarget) -> None:
@@ -207,13 +277,13 @@ def test_a_repeated_deploy_is_a_no_op(rig: Rig, target: RolloutTarget) -> None:
 def test_mixed_versions_are_detected(rig: Rig, target: RolloutTarget) -> None:
     target.deploy("v1")
     changed = rig.services[1]
-    rig.drift(changed, "v2")
+    expected = rig.drift(changed, "v2")
     live = target.live_versions()
-    assert live.services == {s: ["v2" if s == changed else "v1"] for s in rig.services}
+    assert live.services == expected
     assert live.version is None
     with pytest.raises(MixedVersions) as mixed:
         target.current_version()
-    assert f"{changed} v2" in str(mixed.value)
+    assert "v2" in str(mixed.value)
     assert "\n" not in str(mixed.value)
     # A deploy of one version ends the mix.
     target.deploy("v1")

@@ -41,6 +41,7 @@ class StepRecord(BaseModel):
     finished_at: datetime | None = None
     seconds: float | None = None
     detail: str | None = None
+    output: dict[str, str] | None = None  # the tails of the commands it ran, by command
 
 
 class SystemMetrics(BaseModel):
@@ -157,6 +158,7 @@ class Journal:
         except BaseException as exc:
             record.status = "failed"
             record.detail = record.detail or error_line(exc, 300)
+            record.output = record.output or getattr(exc, "output", None) or None
             raise
         else:
             if record.status == "running":

@@ -3,9 +3,9 @@
 `RolloutTarget` is all the flows and the CLI see. `OrderedRollout` writes the rollout once:
 services in order, each gated by its health checks before the next starts, `RolloutFailed`
 naming the service, the failed check, what was done and what was not touched, stops in
-reverse order, and `MixedVersions` when the live versions disagree. A target (compose now;
-Kubernetes, ECS and SSH/systemd hosts next) implements only the per-service steps and a
-readiness hook for the health-check kinds that need it (a container's health).
+reverse order, and `MixedVersions` when the live versions disagree. A target (compose, and
+each host of an ssh target; Kubernetes and ECS next) implements only the per-service steps
+and a readiness hook for the health-check kinds that need it (a container's health).
 """
 
 from __future__ import annotations
@@ -39,8 +39,10 @@ class RolloutFailed(SlipwayError):
         check: str | None = None,
         done: list[str] | None = None,
         untouched: list[str] | None = None,
+        output: dict[str, str] | None = None,
     ) -> None:
         self.version = version
+        self.output = output or {}  # the tails of the commands run, by step
         self.service = service
         self.check = check
         self.detail = detail
@@ -92,6 +94,7 @@ class RolloutReport:
 
     version: str
     services: list[ServiceReady] = field(default_factory=list)
+    output: dict[str, str] = field(default_factory=dict)  # the tails of the commands run, by step
 
     def summary(self) -> str:
         return "; ".join(f"{s.service}: {s.health.summary()}" for s in self.services)
@@ -128,12 +131,14 @@ class RolloutTarget(Protocol):
         Raises `MixedVersions` when they disagree (or some are missing)."""
         ...
 
-    def deploy(self, version: str) -> RolloutReport:
+    def deploy(self, version: str, *, keep_going: bool = False) -> RolloutReport:
         """Every service to `version` (started if stopped), in order, each healthy before the
         next starts. A service already there is left as it is.
 
         Raises `RolloutFailed` naming the service and the failed check; services after
-        it are left as they were."""
+        it are left as they were. `keep_going` (a rollback): where the target has several
+        independent places (hosts), one that fails does not stop the others; the error
+        comes at the end."""
         ...
 
     def wait_ready(self, version: str) -> RolloutReport:
@@ -240,7 +245,8 @@ class OrderedRollout(ABC):
     def wait_healthy(self, checks: Sequence[HealthCheck], version: str) -> HealthReport:
         return wait_healthy(checks, version, ready=self.readiness)
 
-    def deploy(self, version: str) -> RolloutReport:
+    def deploy(self, version: str, *, keep_going: bool = False) -> RolloutReport:
+        del keep_going  # one place: the services go in order or not at all
         self.preflight(version)
         ready = []
         for i, service in enumerate(self.services):

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 from typing import assert_never
 
-from blocks.rollout import ComposeTargetSettings, TargetSettings
+from blocks.rollout import ComposeTargetSettings, SshTargetSettings, TargetSettings
 from tasks.rollout.base import RolloutTarget
 
 
 def open_target(settings: TargetSettings) -> RolloutTarget:
     """The target the settings describe; use it as a context manager (it closes it)."""
+    # Imported in the branch: each kind loads only its own client library.
     if isinstance(settings, ComposeTargetSettings):
-        # Imported here: only a compose environment loads the Docker SDK.
         from tasks.rollout.compose import ComposeTarget
 
         return ComposeTarget(settings)
+    if isinstance(settings, SshTargetSettings):
+        from tasks.rollout.ssh import SshTarget
+
+        return SshTarget(settings)
     assert_never(settings)

@@ -6,7 +6,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from blocks.rollout import HealthCheck
-from tasks.rollout.base import RolloutTarget
+from tasks.rollout.base import RolloutReport, RolloutTarget
 
 
 @task(cache_policy=NO_CACHE, name="stop-services")
@@ -16,9 +16,10 @@ def stop_services_task(target: RolloutTarget) -> str:
 
 
 @task(cache_policy=NO_CACHE, name="rollout")
-def deploy_task(target: RolloutTarget, version: str) -> str:
-    """Prefect task: every service to `version`, gated; its summary."""
-    return target.deploy(version).summary()
+def deploy_task(target: RolloutTarget, version: str, keep_going: bool = False) -> RolloutReport:
+    """Prefect task: every service to `version`, gated; the report (summary, output).
+    `keep_going`: a rollback's, bringing back every place it can."""
+    return target.deploy(version, keep_going=keep_going)
 
 
 @task(cache_policy=NO_CACHE, name="app-health")

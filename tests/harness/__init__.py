@@ -23,10 +23,11 @@ from tests.harness.procs import (
     remove_tree,
 )
 from tests.harness.s3 import SeaweedS3
+from tests.harness.ssh_hosts import SshHosts
 from tests.harness.sshd import SshServer
 
 # s3b: a second S3 server, another endpoint with other credentials (cross-endpoint copies).
-SERVICES = ("postgres", "s3", "s3b", "docker", "ssh", "prefect")
+SERVICES = ("postgres", "s3", "s3b", "docker", "ssh", "ssh_hosts", "prefect")
 
 __all__ = ["SERVICES", "Harness", "ServiceUnavailable", "harness_base"]
 
@@ -53,6 +54,7 @@ class Harness:
             "s3b": lambda: SeaweedS3(self.session_dir, name="s3b"),
             "docker": lambda: DockerEngine(self.session_dir),
             "ssh": lambda: SshServer(self.session_dir),
+            "ssh_hosts": lambda: SshHosts(self.session_dir),
             "prefect": lambda: PrefectServer(self.session_dir, self.prefect_home),
         }
         return makers[name]()
