@@ -13,7 +13,7 @@ BENCHES ?= backup_bench mirror_bench release_bench
 # PyPI with the dev dependencies (`make sync`), not from here.
 PACKAGES_demo := postgresql-15
 PACKAGES_test := $(PACKAGES_demo) docker.io docker-compose docker-registry openssh-server \
-	busybox-static chromium
+	iproute2 sudo busybox-static chromium
 PACKAGES_bench := $(PACKAGES_test) rclone zstd
 
 # Why each package is there (printed before anything is installed).
@@ -21,7 +21,9 @@ WHY_postgresql-15 := PostgreSQL 15 server and client: a throwaway database, pg_d
 WHY_docker.io := the Docker engine the compose target is tested against
 WHY_docker-compose := Compose v1, tested beside v2
 WHY_docker-registry := a local registry holding the test images
-WHY_openssh-server := sshd for the SSH tests
+WHY_openssh-server := sshd for the SSH tests (three hosts for the ssh target)
+WHY_iproute2 := the network namespaces the SSH test hosts run in
+WHY_sudo := what a non-root deploy user runs systemctl through on the SSH test hosts (sudo -n)
 WHY_busybox-static := the static busybox the test images are built from
 WHY_chromium := the browser the Prefect UI test drives
 WHY_rclone := a baseline the benchmarks compare against

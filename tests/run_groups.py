@@ -37,6 +37,9 @@ RELEASES = [
     "test_doctor.py",
     "test_leftovers.py",
     "test_prefect_ui.py",
+    "test_ssh_harness.py",
+    "test_ssh_target.py",
+    "test_ssh_release.py",
 ]
 
 

@@ -98,3 +98,14 @@ def test_vocabulary_is_fixed_and_zipf_ordered() -> None:
     assert words == vocabulary()
     assert len(words) == len(set(words)) > 5000
     assert words[0] == "the"
+
+
+def test_ssh_runbook_phases_and_break_even_build() -> None:
+    from bench.ssh_release_bench import break_even_build, runbook_phases
+
+    out = "backup 100.0 100.5\nhost 10.200.1.2 100.5 116.0\nnoise\nhost 10.200.2.2 116.0 131.25\n"
+    assert runbook_phases(out) == {"backup": 0.5, "10.200.1.2": 15.5, "10.200.2.2": 15.25}
+    # runbook = 1 + 3 (B + 0.5), slipway = 6 + B + 2: 2x from B = 2 * 8 - 2.5 = 13.5.
+    assert break_even_build(1 + 3 * 15.5, 8 + 15, 15, 3) == 13.5
+    assert break_even_build(30.0, 1.0, 5, 3) == 0.0  # met whatever the build
+    assert break_even_build(30.0, 10.0, 5, 2) is None  # two hosts: never 2x

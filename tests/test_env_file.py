@@ -102,3 +102,72 @@ def test_not_yaml_or_missing(tmp_path: Path) -> None:
         load_environment_file(write(tmp_path, "name: [unclosed"))
     with pytest.raises(ConfigError, match="must be a mapping"):
         load_environment_file(write(tmp_path, "- a list"))
+
+
+SSH = """
+name: production
+database: {url: "postgresql://app@db:5432/app", password: "${DB_PASSWORD}"}
+store: {url: s3://backups/prod, secret_access_key: "${BACKUP_SECRET}", access_key_id: backup}
+target:
+  kind: ssh
+  hosts: [web-1.example.com, "10.0.0.6:2222"]
+  user: deploy
+  known_hosts: /etc/slipway/known_hosts
+  services: [qubeless-api, qubeless-worker, qubeless-web]
+  deploy_steps: ["git fetch --tags && git checkout {version}", "pnpm install --frozen-lockfile"]
+  version_command: git describe --tags --exact-match
+  health_checks: {qubeless-api: [{kind: http, url: "http://{host}:3001/health"}]}
+ssh: {private_key: "${DEPLOY_SSH_KEY}", env: {GIT_TOKEN: "${GIT_TOKEN}"}}
+"""
+
+
+@pytest.fixture
+def ssh_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DEPLOY_SSH_KEY", "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n")
+    monkeypatch.setenv("GIT_TOKEN", "ghp-secret")
+
+
+@pytest.mark.usefixtures("ssh_secrets")
+def test_an_ssh_target_and_its_secrets(tmp_path: Path) -> None:
+    spec = load_environment_file(write(tmp_path, SSH))
+    assert spec.target.kind == "ssh"
+    assert spec.target.addresses() == [("web-1.example.com", 22), ("10.0.0.6", 2222)]
+    assert spec.target.use_sudo()  # deploy is not root
+    assert spec.ssh is not None
+    assert spec.ssh.env == {"GIT_TOKEN": "ghp-secret"}
+
+
+@pytest.mark.usefixtures("ssh_secrets")
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('"${DEPLOY_SSH_KEY}"', "AAAAkey"), "ssh.private_key in .* is a literal secret"),
+        (('"${GIT_TOKEN}"', "ghp-literal"), "ssh.env.GIT_TOKEN in .* is a literal secret"),
+        (("kind: ssh", "kind: ssh\n  bogus: 1"), "target.ssh.bogus"),
+        (("  version_command: git describe --tags --exact-match\n", ""), "say how a host"),
+        (
+            ('  deploy_steps: ["git fetch', '  prepare_steps: ["git fetch'),
+            "target.ssh.deploy_steps",
+        ),
+        (("[web-1.example.com,", "[web 1,"), "host 'web 1' is not an address"),
+        (("{kind: http,", "{kind: container,"), "container health checks are for compose"),
+    ],
+)
+def test_bad_ssh_files_get_one_line(tmp_path: Path, change: tuple[str, str], message: str) -> None:
+    old, new = change
+    assert old in SSH
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_environment_file(write(tmp_path, SSH.replace(old, new, 1)))
+    assert "\n" not in str(raised.value)
+    assert "ghp-" not in str(raised.value)
+
+
+@pytest.mark.usefixtures("ssh_secrets")
+def test_ssh_secrets_need_an_ssh_target(tmp_path: Path) -> None:
+    text = GOOD + 'ssh: {private_key: "${DEPLOY_SSH_KEY}"}\n'
+    with pytest.raises(
+        ConfigError, match=r"ssh in .* is for an ssh target; this target is compose"
+    ):
+        load_environment_file(write(tmp_path, text))

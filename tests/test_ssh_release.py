@@ -185,6 +185,13 @@ def test_1_v1_then_v2_with_a_migration_every_host_answers_v2(stage: Stage) -> No
     second = stage.cli("release", "v2", "--env", stage.name)
     assert second.returncode == 0, second.stderr
     assert stage.answers() == stage.all_on("v2")
+    status = stage.cli("status", "--env", stage.name)
+    assert status.returncode == 0, status.stderr
+    hosts = ", ".join(f"{h.address} v2" for h in stage.app.hosts)
+    assert f"{stage.name}: live v2 (api v2, worker v2, web v2; hosts {hosts})" in status.stdout
+    doctor = stage.cli("doctor", "--env", stage.name, "--json")
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "live v2" in doctor.stdout
     record = journal(stage)
     assert (record.status, record.previous_version) == ("succeeded", "v1")
     assert record.migrations_applied == ["20240201000000_add_price"]
@@ -195,6 +202,12 @@ def test_1_v1_then_v2_with_a_migration_every_host_answers_v2(stage: Stage) -> No
     assert set(rollout.output) == {
         f"{h.address} deploy step {n}" for h in stage.app.hosts for n in (1, 2)
     }
+    # ... and in the release report (the artifact's text), a section per host and step.
+    from flows.release import release_report
+
+    report = release_report(record, None)
+    assert "## Command output" in report
+    assert f"### rollout: {stage.app.hosts[0].address} deploy step 1" in report
     # The key went to a block, never to the environment block or a command line.
     from blocks.environment import Environment
 

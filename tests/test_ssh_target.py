@@ -9,6 +9,7 @@ tests/test_ssh_release.py; the interface contract in tests/test_rollout_contract
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import subprocess
 import threading
@@ -291,3 +292,28 @@ def test_bad_settings_are_one_line_config_errors(app: SshApp) -> None:
     nowhere = SshSession(settings, ssh_auth(settings), "10.255.255.1", 22)
     with pytest.raises(HostUnreachable, match=r"cannot reach 10\.255\.255\.1:22"):
         nowhere.check()
+
+
+def test_a_non_root_user_runs_systemctl_through_sudo(app: SshApp) -> None:
+    if not app.info.sudo:
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail("sudo is not installed under CI: make system-deps installs it")
+        pytest.skip("sudo is not installed: apt-get install sudo")
+    user = app.info.deploy_user
+    with target(app, user=user) as t:  # sudo: by default when the user is not root
+        t.deploy("v1")
+    assert all_answer(app, "v1") == {}
+    for host in app.hosts:
+        # The steps ran as the user (not root); the units were started as root, by sudo.
+        assert (host.root / "current").lstat().st_uid != 0
+        for pid in app.unit_pids(host).values():
+            status = Path(f"/proc/{pid}/status").read_text()
+            assert next(ln for ln in status.splitlines() if ln.startswith("Uid:")).split()[1] == "0"
+    # Without sudo, the user cannot start units: the rollout says so in one line.
+    app.remove()  # every unit stopped; the hosts still hold v1
+    with (
+        target(app, user=user, sudo=False) as t,
+        pytest.raises(RolloutFailed, match="Interactive authentication required") as failed,
+    ):
+        t.deploy("v1")
+    assert "\n" not in str(failed.value)

@@ -61,11 +61,15 @@ class LiveVersion:
     """Versions read from the live system, per service (empty: nothing deployed there)."""
 
     services: dict[str, list[str]]
+    # Where the services run on several hosts: the version each reports (None: nothing).
+    hosts: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def version(self) -> str | None:
-        """The one version every service runs, else None."""
+        """The one version every service (and host) runs, else None."""
         found = {tuple(v) for v in self.services.values()}
+        if self.hosts and len(set(self.hosts.values())) != 1:
+            return None
         if len(found) == 1:
             (only,) = found
             if len(only) == 1:
@@ -78,7 +82,10 @@ class LiveVersion:
         return any(self.services.values())
 
     def describe(self) -> str:
-        return ", ".join(f"{s} {'+'.join(v) or 'absent'}" for s, v in self.services.items())
+        text = ", ".join(f"{s} {'+'.join(v) or 'absent'}" for s, v in self.services.items())
+        if self.hosts:
+            text += "; hosts " + ", ".join(f"{h} {v or 'none'}" for h, v in self.hosts.items())
+        return text
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,8 @@ class SshTarget:
                     {s.version for s in states if s.version and s.units[unit].load == "loaded"}
                 )
                 for unit in self.services
-            }
+            },
+            {h.name: s.version for h, s in zip(self.hosts, states, strict=True)},
         )
 
     def host_versions(self) -> dict[str, str | None]:
@@ -205,7 +206,16 @@ class SshTarget:
         if done:
             parts.append(f"on {version}: {', '.join(done)}")
         if failed[1:]:
-            parts.append("also failed: " + ", ".join(f"{h.name} ({e})" for h, e in failed[1:]))
+            first = _reason(error).replace(host.name, "")
+            parts.append(
+                "also failed: "
+                + ", ".join(
+                    h.name
+                    if _reason(e).replace(h.name, "") == first
+                    else f"{h.name} ({_reason(e)})"
+                    for h, e in failed[1:]
+                )
+            )
         if later:
             parts.append(f"not reached: {', '.join(h.name for h in later)}")
         output = {k: v for h in self.hosts for k, v in h.outputs.items()}
@@ -259,3 +269,7 @@ class SshTarget:
             for h in (self.hosts if c.per_host else self.hosts[:1])
         ]
         return wait_healthy(expanded, version)
+
+
+def _reason(error: BaseException) -> str:
+    return error.detail if isinstance(error, RolloutFailed) else str(error)

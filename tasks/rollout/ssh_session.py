@@ -56,8 +56,9 @@ class CommandResult:
     seconds: float
 
     def last_line(self) -> str:
-        lines = [line for line in self.output.splitlines() if line.strip()]
-        return one_line(lines[-1], 200) if lines else "no output"
+        """The end of the output: its last two lines (a tool's error and its hint)."""
+        lines = [line.strip() for line in self.output.splitlines() if line.strip()]
+        return one_line(" / ".join(lines[-2:]), 300) if lines else "no output"
 
 
 @dataclass

@@ -124,10 +124,14 @@ class HostRollout(OrderedRollout):
         tools = ["timeout", "flock", *(["sudo"] if self.settings.use_sudo() else [])]
         probe = " && ".join(f"command -v {t} >/dev/null" for t in tools)
         if self.settings.use_sudo():
-            probe += " && sudo -n true"
+            probe += " && sudo -n -l systemctl >/dev/null"  # allowed without a password
         result = self.session.run(probe, label="checking tools", check=False)
         if result.status != 0:
-            sudo = " and `sudo -n` must work without a password" if self.settings.use_sudo() else ""
+            sudo = (
+                ", and `sudo -n systemctl` allowed without a password"
+                if self.settings.use_sudo()
+                else ""
+            )
             raise SlipwayError(
                 f"{self.name} lacks what Slipway runs there ({result.last_line()}): it needs "
                 f"{', '.join(tools)}{sudo}"

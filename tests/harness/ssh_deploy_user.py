@@ -1,10 +1,10 @@
 """A non-root login, `slipway-deploy`, that exists only for the test hosts' sshd.
 
 The machine's /etc is left alone: each host's sshd runs in a private mount namespace (which
-`ip netns exec` gives it) where copies of /etc/passwd, /etc/group and /etc/shadow with the
-user added are bound over the originals, and, when sudo is installed, an /etc/sudoers
-letting the user run the host's stand-in systemctl (`<root>/bin/systemctl`) as root with
-`sudo -n`, nothing else. Whatever the sessions start inherits that view.
+`ip netns exec` gives it) where copies of /etc/passwd and /etc/group with the user added, a
+shadow file of password-less entries, and, when sudo is installed, an /etc/sudoers letting
+the user run the host's stand-in systemctl (`<root>/bin/systemctl`) as root with `sudo -n`
+(nothing else) are bound over the originals. Whatever the sessions start inherits that view.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from pathlib import Path
 USER = "slipway-deploy"
 SUDO = Path("/usr/bin/sudo")
 SUDOERS = Path("/etc/sudoers")
-ACCOUNT_FILES = ("passwd", "group", "shadow")
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+ACCOUNT_FILES = ("passwd", "group")
 
 
 def sudo_available() -> bool:
@@ -43,7 +44,7 @@ def _sudoers(root: Path, timestamps: Path) -> str:
         [
             "Defaults env_reset",
             # The stand-in systemctl first: `sudo -n systemctl` finds it as on a real host.
-            f'Defaults secure_path="{root}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"',
+            f'Defaults secure_path="{root}/bin:{SYSTEM_PATH}"',
             f"Defaults timestampdir={timestamps}",  # not /run/sudo
             "Defaults lecture=never",
             "Defaults !syslog",
@@ -60,7 +61,6 @@ def account_files(etc: Path, root: Path, uid: int, *, sudo: bool) -> list[tuple[
     entries = {
         "passwd": f"{USER}:x:{uid}:{uid}:Slipway deploy user:{root}:/bin/sh\n",
         "group": f"{USER}:x:{uid}:\n",
-        "shadow": f"{USER}:*:19000:0:99999:7:::\n",  # "*": no password, not locked
     }
     pairs = []
     for name in ACCOUNT_FILES:
@@ -70,6 +70,12 @@ def account_files(etc: Path, root: Path, uid: int, *, sudo: bool) -> list[tuple[
         copy.chmod(original.stat().st_mode & 0o777)
         os.chown(copy, 0, original.stat().st_gid)
         pairs.append((copy, original))
+    # sshd and sudo's PAM account check want shadow entries: root's and the user's, with
+    # no password ("*", not locked), none of the machine's password hashes copied.
+    shadow = etc / "shadow"
+    shadow.write_text("".join(f"{u}:*:19000:0:99999:7:::\n" for u in ("root", USER)))
+    shadow.chmod(0o640)
+    pairs.append((shadow, Path("/etc/shadow")))
     if sudo:
         timestamps = etc / "sudo-ts"
         timestamps.mkdir(mode=0o700)
