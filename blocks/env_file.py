@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from blocks.config_check import combined
 from blocks.environment_settings import BucketBackup, MigrationSettings, ReleasePolicy
@@ -39,6 +39,7 @@ from blocks.settings import PostgresSettings
 
 REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,40}")
+VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Where a secret may appear: only as a ${VAR} reference.
 SECRET_PATHS = (
     ("database", "password"),
@@ -125,6 +126,14 @@ class SshSpec(BaseModel):
         default_factory=dict,
         description='Secret variables remote commands get, as references: {GIT_TOKEN: "${GIT_TOKEN}"}.',
     )
+
+    @field_validator("env")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in value if not VARIABLE.fullmatch(k)]
+        if bad:
+            raise ConfigError(f"ssh.env: {bad[0]!r} is not a variable name, e.g. GIT_TOKEN")
+        return value
 
 
 class EnvironmentFile(BaseModel):

@@ -21,11 +21,12 @@ class HealthCheck(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["http", "tcp", "container", "unit"] = Field(
+    kind: Literal["http", "tcp", "container", "unit", "rollout"] = Field(
         description="http: GET a URL; tcp: open a connection; container (compose targets): "
         "the container's Docker healthcheck when it has one, else that it runs; unit (ssh "
-        "targets): the service's systemd unit is active. On ssh targets `{host}` in a URL "
-        "or host stands for each host's address."
+        "targets): the service's systemd unit is active; rollout (kubernetes targets, "
+        "always waited for): the Deployment's rollout completed. On ssh targets `{host}` "
+        "in a URL or host stands for each host's address."
     )
     url: str | None = Field(default=None, description="URL to GET (http checks).")
     host: str | None = Field(default=None, description="Host to connect to (tcp checks).")
@@ -35,9 +36,10 @@ class HealthCheck(BaseModel):
         description="Container name or id (container checks). Under a compose target, a "
         "compose service name; empty means the service being checked.",
     )
-    unit: str | None = Field(
+    service: str | None = Field(
         default=None,
-        description="systemd unit (unit checks); empty means the service being checked.",
+        description="The systemd unit (unit checks) or Deployment (rollout checks); empty "
+        "means the service being checked.",
     )
     expect_status: int = Field(default=200, description="HTTP status that counts as healthy.")
     version_field: str | None = Field(
@@ -88,8 +90,8 @@ class HealthCheck(BaseModel):
             return f"{parts.scheme}://{netloc}{parts.path}"
         if self.kind == "tcp":
             return f"tcp {self.host}:{self.port}"
-        if self.kind == "unit":
-            return f"unit {self.unit or '?'}"
+        if self.kind in ("unit", "rollout"):
+            return f"{self.kind} {self.service or '?'}"
         return f"container {self.container or '?'}"
 
     def for_host(self, address: str) -> HealthCheck:

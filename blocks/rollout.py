@@ -1,7 +1,7 @@
 """Typed settings for rollouts: each kind of target (health checks are in `health_check`).
 
-`TargetSettings` is chosen by `kind` (`compose`, `ssh`; `kubernetes` and `ecs` will follow,
-each a model of its own added to the union), so each kind validates its own keys.
+`TargetSettings` is chosen by `kind` (`compose`, `ssh`, `kubernetes`; `ecs` will follow, each
+a model of its own added to the union), so each kind validates its own keys.
 A `kind`-less target is a compose one (what environments saved before `kind` hold).
 Plain pydantic models, part of the `Environment` block (their field descriptions are its
 UI form). Semantic mistakes raise `ConfigError` (one line), not a validation report.
@@ -26,6 +26,7 @@ from pydantic import (
 
 from blocks.errors import ConfigError
 from blocks.health_check import HealthCheck as HealthCheck
+from blocks.rollout_kubernetes import KubernetesTargetSettings as KubernetesTargetSettings
 from blocks.rollout_ssh import SshTargetSettings as SshTargetSettings
 
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -107,10 +108,16 @@ class ComposeTargetSettings(BaseModel):
             )
         if self.compose_command is not None and not self.compose_command:
             raise ConfigError("compose_command is empty: e.g. 'docker compose', or leave it unset")
-        units = [c for checks in self.health_checks.values() for c in checks if c.kind == "unit"]
-        if units:
+        others = [
+            c.kind
+            for checks in self.health_checks.values()
+            for c in checks
+            if c.kind in ("unit", "rollout")
+        ]
+        if others:
             raise ConfigError(
-                "unit health checks are for ssh targets: use kind container (or none) here"
+                f"{others[0]} health checks are for ssh and kubernetes targets: use kind "
+                "container (or none) here"
             )
         unknown = sorted(set(self.health_checks) - set(self.services))
         if unknown:
@@ -137,10 +144,11 @@ TargetSettings = Annotated[
     Union[  # noqa: UP007
         Annotated[ComposeTargetSettings, Tag("compose")],
         Annotated[SshTargetSettings, Tag("ssh")],
+        Annotated[KubernetesTargetSettings, Tag("kubernetes")],
     ],
     Discriminator(
         _kind,
         custom_error_type="target_kind",
-        custom_error_message="unknown target kind: the kinds are compose, ssh",
+        custom_error_message="unknown target kind: the kinds are compose, ssh, kubernetes",
     ),
 ]

@@ -176,8 +176,11 @@ class SshTargetSettings(BaseModel):
                 f"services are {', '.join(self.services)}"
             )
         checks = [c for cs in self.health_checks.values() for c in cs] + self.host_health_checks
-        if any(c.kind == "container" for c in checks):
-            raise ConfigError("container health checks are for compose targets: use unit here")
+        if any(c.kind in ("container", "rollout") for c in checks):
+            raise ConfigError(
+                "container and rollout health checks are for compose and kubernetes targets: "
+                "use unit here"
+            )
         if self.identity_file and self.credentials_block:
             raise ConfigError("give identity_file or credentials_block, not both")
         return self

@@ -40,6 +40,8 @@ RELEASES = [
     "test_ssh_harness.py",
     "test_ssh_target.py",
     "test_ssh_release.py",
+    "test_kubernetes_target.py",
+    "test_k8s_simulator.py",
 ]
 
 

@@ -152,7 +152,11 @@ def test_an_ssh_target_and_its_secrets(tmp_path: Path) -> None:
             "target.ssh.deploy_steps",
         ),
         (("[web-1.example.com,", "[web 1,"), "host 'web 1' is not an address"),
-        (("{kind: http,", "{kind: container,"), "container health checks are for compose"),
+        (
+            ("{kind: http,", "{kind: container,"),
+            "container and rollout health checks are for compose",
+        ),
+        (("env: {GIT_TOKEN:", "env: {GIT-TOKEN:"), "'GIT-TOKEN' is not a variable name"),
     ],
 )
 def test_bad_ssh_files_get_one_line(tmp_path: Path, change: tuple[str, str], message: str) -> None:

@@ -57,14 +57,26 @@ def firewall() -> str:
     return "\n".join(lines)
 
 
+# The SSH test hosts' namespaces and veths (tests/harness/netns.py) come and go with test
+# sessions that may run beside this one; their own tests check that they are removed.
+SSH_HOSTS = ("slw", "vethslw")
+
+
 def links(*, docker: bool = True) -> set[str]:
-    names = set(os.listdir("/sys/class/net"))
+    names = {n for n in os.listdir("/sys/class/net") if not n.startswith(SSH_HOSTS)}
     return names if docker else {n for n in names if not n.startswith(DOCKER_LINKS)}
 
 
 def netns() -> set[str]:
     run_netns = Path("/run/netns")
-    return set(os.listdir(run_netns)) if run_netns.is_dir() else set()
+    found = set(os.listdir(run_netns)) if run_netns.is_dir() else set()
+    return {n for n in found if not n.startswith(SSH_HOSTS)}
+
+
+def mounts() -> list[str]:
+    """/proc/mounts without the SSH test hosts' namespace files (see SSH_HOSTS)."""
+    lines = Path("/proc/mounts").read_text().splitlines()
+    return [line for line in lines if " /run/netns/slw" not in line]
 
 
 def host_state(*, docker: bool = True) -> dict[str, object]:
@@ -192,7 +204,7 @@ def test_private_docker_engine_leaves_the_host_as_it_was(
     del docker_engine  # this session's engine is up first: its docker0 is already there
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     tmp_before, run_before = set(os.listdir("/tmp")), set(os.listdir("/run"))
-    mounts_before = Path("/proc/mounts").read_text()
+    mounts_before = mounts()
     before, since = host_state(), time.time()
     engine = DockerEngine(new_session_dir(private_engine_base))
     try:
@@ -216,7 +228,7 @@ def test_private_docker_engine_leaves_the_host_as_it_was(
     finally:
         engine.stop()
     assert host_state() == before
-    assert Path("/proc/mounts").read_text() == mounts_before
+    assert mounts() == mounts_before
     assert new_tool_entries(Path("/tmp"), tmp_before | {private_engine_base.name}, since) == []
     new_in_run = set(os.listdir("/run")) - run_before
     assert sorted(n for n in new_in_run if n.startswith(("docker", "containerd", "netns"))) == []

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import docker
 import pytest
@@ -29,6 +30,9 @@ from tasks.rollout import MixedVersions, RolloutFailed, RolloutTarget, open_targ
 from tasks.rollout.compose_v1 import find_compose_v1
 from tests.compose_app import ComposeApp, build_images, create_app
 from tests.harness.docker_engine import DockerInfo
+from tests.harness.procs import wait_until
+from tests.k8s_sim import KubeSimulator
+from tests.kube_app import REPOSITORY, create_kube_app
 from tests.ssh_app import SshApp, create_ssh_app
 
 VERSIONS = ("v1", "v2", "v3")
@@ -42,6 +46,9 @@ class Rig(Protocol):
     # The services share one release (an ssh host's checkout): a failed start leaves the
     # later ones stopped on the new version, instead of untouched.
     switches_together: bool
+    # What runs before the first deploy: None, or (Kubernetes, whose Deployments exist
+    # before Slipway touches them) the version their templates hold.
+    initial: str | None
 
     def instances(self) -> dict[str, tuple[str, str, str]]:
         """Per service: an identity of what runs it (changes when replaced), version, state."""
@@ -69,6 +76,7 @@ class ComposeRig:
         self.services = list(app.settings.services)
         self.settings: TargetSettings = app.settings
         self.switches_together = False
+        self.initial: str | None = None
 
     def instances(self) -> dict[str, tuple[str, str, str]]:
         return {
@@ -115,6 +123,110 @@ class ComposeRig:
         self.app.remove(self.client)
 
 
+@pytest.fixture(scope="module")
+def kube_sim() -> Iterator[KubeSimulator]:
+    """The Kubernetes API simulator (tests/k8s_sim), pods in-process: the contract is about
+    the API's bookkeeping; the release tests run pods as containers."""
+    with KubeSimulator() as sim:
+        sim.never_ready.add(":v3")  # v3's pods never get ready: its rollout stalls
+        yield sim
+        assert sim.errors == []
+
+
+class KubeRig:
+    """The demo app's three Deployments on the simulator; a service's instance is the
+    ReplicaSet holding its pods. Starts and stops are read from a watch of the Deployments:
+    a stop is a scale to zero, a start a scale up or a new template with replicas."""
+
+    def __init__(self, sim: KubeSimulator, tmp: Path) -> None:
+        from kubernetes import watch
+
+        self.app = create_kube_app(sim, tmp, initial="v0")
+        self.settings: TargetSettings = self.app.settings()
+        self.services = list(self.app.services)
+        self.switches_together = False
+        self.initial: str | None = "v0"
+        self._seen: dict[str, tuple[str, int, str]] = {}  # name -> (rv, replicas, image)
+        self._log: list[tuple[int, str, str]] = []  # (resourceVersion, start|stop, name)
+        self._watch = watch.Watch()  # type: ignore[no-untyped-call]
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        stream = self._watch.stream(  # type: ignore[no-untyped-call]
+            self.app.apps().list_namespaced_deployment, self.app.namespace, timeout_seconds=600
+        )
+        try:
+            for event in stream:
+                self._note(event["object"])
+        except Exception:  # the stream breaks off when the rig is removed
+            return
+
+    def _note(self, d: Any) -> None:
+        name, rv = d.metadata.name, d.metadata.resource_version
+        replicas, image = d.spec.replicas or 0, d.spec.template.spec.containers[0].image
+        with self._lock:
+            before = self._seen.get(name)
+            self._seen[name] = (rv, replicas, image)
+            if before is None:
+                return
+            _, was_replicas, was_image = before
+            if was_replicas and not replicas:
+                self._log.append((int(rv), "stop", name))
+            elif replicas and (not was_replicas or image != was_image):
+                self._log.append((int(rv), "start", name))
+
+    def _caught_up(self) -> int:
+        """Wait until the watch saw every Deployment as it is now; the newest version."""
+        found = self.app.apps().list_namespaced_deployment(self.app.namespace).items
+        now = {d.metadata.name: d.metadata.resource_version for d in found}
+        wait_until(
+            lambda: all(self._seen.get(n, ("",))[0] == rv for n, rv in now.items()),
+            timeout=10,
+            what="the watch of the Deployments",
+        )
+        return max(int(rv) for rv in now.values())
+
+    def instances(self) -> dict[str, tuple[str, str, str]]:
+        found = {}
+        for service in self.services:
+            d = self.app.apps().read_namespaced_deployment(service, self.app.namespace)
+            running = (d.spec.replicas or 0) > 0 and (d.status.available_replicas or 0) > 0
+            found[service] = (
+                self.app.live_replica_sets(service),
+                self.app.template_version(service),
+                "running" if running else "exited",
+            )
+        return found
+
+    def mark(self) -> float:
+        return float(self._caught_up())
+
+    def events(self, since: float) -> list[tuple[str, str]]:
+        self._caught_up()
+        with self._lock:
+            return [(what, name) for rv, what, name in self._log if rv > since]
+
+    def drift(self, service: str, version: str) -> dict[str, list[str]]:
+        # `kubectl set image` of one Deployment, outside Slipway.
+        image = f"{REPOSITORY}-{service}:{version}"
+        self.app.apps().patch_namespaced_deployment(
+            service,
+            self.app.namespace,
+            {"spec": {"template": {"spec": {"containers": [{"name": service, "image": image}]}}}},
+            _content_type="application/strategic-merge-patch+json",
+        )
+        others = {s: self.app.template_version(s) for s in self.services if s != service}
+        return {s: [version] if s == service else [others[s]] for s in self.services}
+
+    def remove(self) -> None:
+        self._watch.stop()  # type: ignore[no-untyped-call]
+        from kubernetes import client
+
+        client.CoreV1Api(self.app.api).delete_namespace(self.app.namespace)
+
+
 class SshRig:
     """The stand-in systemd app on every harness host; a service's instances are its units
     on all hosts, which must agree for `instances` and `events` to be one answer."""
@@ -124,6 +236,7 @@ class SshRig:
         self.settings: TargetSettings = SshTargetSettings.model_validate(app.settings())
         self.services = list(self.settings.services)
         self.switches_together = True
+        self.initial: str | None = None
 
     def instances(self) -> dict[str, tuple[str, str, str]]:
         found: dict[str, tuple[str, str, str]] = {}
@@ -177,7 +290,13 @@ V1 = find_compose_v1()
 COMPOSE = {"compose-v2": ["docker", "compose"], "compose-v1": [V1 or "docker-compose"]}
 
 
-@pytest.fixture(params=[*(pytest.param(kind, marks=pytest.mark.docker) for kind in COMPOSE), "ssh"])
+@pytest.fixture(
+    params=[
+        *(pytest.param(kind, marks=pytest.mark.docker) for kind in COMPOSE),
+        pytest.param("ssh", marks=pytest.mark.ssh_hosts),
+        "kubernetes",
+    ]
+)
 def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
     """A fresh app with nothing deployed, on the kind of target of the param."""
     made: Rig
@@ -191,6 +310,8 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
             tmp_path / "app", deadline_seconds=3, registry=registry, compose_command=command
         )
         made = ComposeRig(app, client, command)
+    elif request.param == "kubernetes":
+        made = KubeRig(request.getfixturevalue("kube_sim"), tmp_path)
     elif request.param == "ssh":
         hosts = request.getfixturevalue("ssh_hosts")
         made = SshRig(create_ssh_app(hosts, versions=VERSIONS, unhealthy={("v3", "*", "api")}))
@@ -210,8 +331,8 @@ def target(rig: Rig) -> Iterator[RolloutTarget]:
 
 
 def test_deploy_a_version_and_read_it_from_the_live_system(rig: Rig, target: RolloutTarget) -> None:
-    assert target.current_version() is None
-    assert not target.live_versions().deployed
+    assert target.current_version() == rig.initial
+    assert target.live_versions().deployed == (rig.initial is not None)
     report = target.deploy("v1")
     assert report.version == "v1"
     assert [s.service for s in report.services] == rig.services

@@ -317,3 +317,44 @@ def test_a_non_root_user_runs_systemctl_through_sudo(app: SshApp) -> None:
     ):
         t.deploy("v1")
     assert "\n" not in str(failed.value)
+
+
+def test_the_ssh_agent_and_a_known_hosts_file(
+    app: SshApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text(app.info.known_hosts)
+    socket_path = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket_path)], stdout=subprocess.DEVNULL)
+    try:
+        wait = time.monotonic() + 10
+        while not socket_path.exists() and time.monotonic() < wait:
+            time.sleep(0.05)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(socket_path)}
+        subprocess.run(
+            ["ssh-add", "-q", str(app.info.client_key)], env=env, check=True, capture_output=True
+        )
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(socket_path))
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/id_* to fall back on
+        with target(app, identity_file=None, known_hosts=str(known)) as t:
+            t.deploy("v1")
+        assert all_answer(app, "v1") == {}
+        # Without the agent, no key is left to offer: one line says so.
+        with (
+            target(app, identity_file=None, use_agent=False, known_hosts=str(known)) as t,
+            pytest.raises(SlipwayError, match="no key to log in to root@10"),
+        ):
+            t.preflight()
+        # A key the hosts do not know is refused.
+        other = tmp_path / "other"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True
+        )
+        with (
+            target(app, identity_file=str(other), use_agent=False, known_hosts=str(known)) as t,
+            pytest.raises(SlipwayError, match="refused every key offered"),
+        ):
+            t.preflight()
+    finally:
+        agent.terminate()
+        agent.wait()

@@ -176,7 +176,29 @@ class RolloutTarget(Protocol):
     ) -> None: ...
 
 
-class OrderedRollout(ABC):
+class ClosingTarget(ABC):
+    """What every target class shares: a context manager that closes it."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections; the target can still be used afterwards (it reopens them)."""
+
+    def usage(self) -> dict[str, int]:
+        return {}
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class OrderedRollout(ClosingTarget):
     """The rollout written once; a target implements the abstract per-service steps."""
 
     services: list[str]
@@ -214,24 +236,6 @@ class OrderedRollout(ABC):
     def crashed(self, service: str) -> str | None:
         """Why waiting for the service cannot help any more (it crashed for good), else None."""
         return None
-
-    def usage(self) -> dict[str, int]:
-        return {}
-
-    @abstractmethod
-    def close(self) -> None:
-        """Release connections; the target can still be used afterwards (it reopens them)."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- the shared rollout ---------------------------------------------------------------
 

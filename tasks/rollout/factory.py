@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import assert_never
 
-from blocks.rollout import ComposeTargetSettings, SshTargetSettings, TargetSettings
+from blocks.rollout import (
+    ComposeTargetSettings,
+    KubernetesTargetSettings,
+    SshTargetSettings,
+    TargetSettings,
+)
 from tasks.rollout.base import RolloutTarget
 
 
@@ -23,4 +28,8 @@ def open_target(settings: TargetSettings) -> RolloutTarget:
         from tasks.rollout.ssh import SshTarget
 
         return SshTarget(settings)
+    if isinstance(settings, KubernetesTargetSettings):
+        from tasks.rollout.kubernetes import KubernetesTarget
+
+        return KubernetesTarget(settings)
     assert_never(settings)

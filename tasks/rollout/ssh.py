@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
 
 from blocks.errors import SlipwayError
 from blocks.health_check import HealthCheck
 from blocks.rollout_ssh import SshTargetSettings
 from tasks.rollout.base import (
+    ClosingTarget,
     LiveVersion,
     MixedVersions,
     PreflightReport,
@@ -48,7 +48,7 @@ def ssh_auth(settings: SshTargetSettings) -> SshAuth:
     return auth
 
 
-class SshTarget:
+class SshTarget(ClosingTarget):
     """A `RolloutTarget` over hosts (see `SshTargetSettings`); a context manager."""
 
     def __init__(self, settings: SshTargetSettings, auth: SshAuth | None = None) -> None:
@@ -76,20 +76,6 @@ class SshTarget:
     def close(self) -> None:
         for host in self._hosts or []:
             host.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def usage(self) -> dict[str, int]:
-        return {}
 
     def _each(self, hosts: Sequence[HostRollout], call: Callable[[HostRollout], T]) -> list[T]:
         """`call` on every host side by side (in copies of this context: the run's logger);

@@ -226,6 +226,11 @@ class SshSession:
             ) from exc
         except (paramiko.SSHException, OSError) as exc:
             client.close()
+            if "No authentication methods available" in str(exc):
+                raise HostUnreachable(
+                    f"no key to log in to {user}@{where} with: set the target's "
+                    "credentials_block or identity_file, or add a key to the SSH agent"
+                ) from exc
             raise HostUnreachable(
                 f"cannot reach {where} over SSH ({one_line(str(exc), 120)}): check the "
                 "address and that sshd runs there"
@@ -342,4 +347,6 @@ class SshSession:
                 f"{result.label}: another Slipway run still holds the host's lock after "
                 f"{limit:g} s: let it finish, or find it with `fuser ~/{self.settings.lock_file}`"
             )
+        if result.status == -1:
+            return f"{result.label} ended without an exit status (killed by a signal?): {result.last_line()}"
         return f"{result.label} exited with {result.status}: {result.last_line()}"

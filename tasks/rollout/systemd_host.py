@@ -10,6 +10,7 @@ host's own checks. A host already on the version with its units active is left a
 from __future__ import annotations
 
 import shlex
+import time
 from dataclasses import dataclass
 
 from blocks.errors import SlipwayError
@@ -26,6 +27,9 @@ from tasks.rollout.health import HealthCheckFailed, Observation, logger, wait_he
 from tasks.rollout.ssh_session import CommandResult, SshSession
 
 _UNITS = "--slipway-units--"
+# How old a reading of the host may be for what only waits or decides what to change: the
+# object's own changes make it stale at once; the health gate reads again after this.
+FRESH = 1.0
 HOST_CHECKS = "host checks"
 
 
@@ -52,6 +56,8 @@ class HostRollout(OrderedRollout):
         self.outputs: dict[str, str] = {}  # "<host> <step>": the step's output tail
         self._prepared: set[str] = set()
         self._tools_checked = False
+        self._preflights: dict[str, PreflightReport] = {}
+        self._read: tuple[float, HostState] | None = None  # the last reading, and when
 
     @property
     def name(self) -> str:
@@ -65,8 +71,11 @@ class HostRollout(OrderedRollout):
 
     # -- reading the host -----------------------------------------------------------------
 
-    def state(self) -> HostState:
-        """The version the host reports and its units' states, in one command."""
+    def state(self, max_age: float = 0.0) -> HostState:
+        """The version the host reports and its units' states, in one command; a reading
+        at most `max_age` seconds old does, unless this object changed the host since."""
+        if self._read is not None and time.monotonic() - self._read[0] <= max_age:
+            return self._read[1]
         s = self.settings
         if s.version_file:
             version = f"cat -- {shlex.quote(s.version_file)} 2>/dev/null"
@@ -92,10 +101,12 @@ class HostRollout(OrderedRollout):
             fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
             states[unit] = UnitState(fields.get("LoadState", "?"), fields.get("ActiveState", "?"))
         found = [line.strip() for line in head.splitlines() if line.strip()]
-        return HostState(found[0] if found else None, states)
+        state = HostState(found[0] if found else None, states)
+        self._read = (time.monotonic(), state)
+        return state
 
     def service_versions(self, service: str) -> list[str]:
-        state = self.state()
+        state = self.state(max_age=FRESH)
         if state.version is None or state.units[service].load != "loaded":
             return []
         return [state.version]
@@ -103,6 +114,8 @@ class HostRollout(OrderedRollout):
     # -- preflight --------------------------------------------------------------------------
 
     def preflight(self, version: str | None = None) -> PreflightReport:
+        if version is not None and version in self._preflights:
+            return self._preflights[version]  # this target checked the host for it already
         state = self.state()  # connects: reachable, host key known, login accepted
         missing = [u for u, st in state.units.items() if st.load != "loaded"]
         if missing:
@@ -118,7 +131,10 @@ class HostRollout(OrderedRollout):
                 self._step(f"prepare step {i}", step, version)
             checks.append(f"{self.name} prepared {version}")
             self._prepared.add(version)
-        return PreflightReport(self.describe(), checks)
+        report = PreflightReport(self.describe(), checks)
+        if version is not None:
+            self._preflights[version] = report
+        return report
 
     def _check_tools(self) -> None:
         tools = ["timeout", "flock", *(["sudo"] if self.settings.use_sudo() else [])]
@@ -141,42 +157,51 @@ class HostRollout(OrderedRollout):
     # -- changing the host ------------------------------------------------------------------
 
     def _systemctl(self, verb: str, *units: str) -> CommandResult:
+        """`systemctl VERB` of each unit in turn, in one command (stops at a failure)."""
         sudo = "sudo -n " if self.settings.use_sudo() else ""
-        names = " ".join(shlex.quote(u) for u in units)
+        self._read = None
+        names = " ".join(units)
         return self.session.run(
-            f"{sudo}systemctl {verb} {names}", label=f"systemctl {verb} {names}"
+            " && ".join(f"{sudo}systemctl {verb} {shlex.quote(u)}" for u in units),
+            label=f"systemctl {verb} {names}",
         )
 
     def _step(self, label: str, step: str, version: str) -> None:
         command = step.replace(VERSION, version)
         self.changed = self.changed or label.startswith("deploy")
+        self._read = None
         result = self.session.run(command, label=f"{label} `{command}`")
         self.outputs[f"{self.name} {label}"] = result.output
         logger().info("%s: %s done in %.1f s", self.name, label, result.seconds)
 
-    def _switch(self, version: str, state: HostState) -> None:
-        """Stop every active unit (reverse order), run the deploy steps, check the version."""
+    def _switch(self, version: str, state: HostState) -> HostState:
+        """Stop every active unit (reverse order), run the deploy steps, check the version;
+        the host's state after."""
         self.changed = True
-        for unit in reversed(self.services):
-            if state.units[unit].active in ("active", "activating", "reloading"):
-                self._systemctl("stop", unit)
+        running = [
+            unit
+            for unit in reversed(self.services)
+            if state.units[unit].active in ("active", "activating", "reloading")
+        ]
+        if running:
+            self._systemctl("stop", *running)
         for i, step in enumerate(self.settings.deploy_steps, 1):
             self._step(f"deploy step {i}", step, version)
-        now = self.state().version
-        if now != version:
+        now = self.state()
+        if now.version != version:
             raise SlipwayError(
-                f"the deploy steps ran but {self.name} reports {now or 'no version'}, not "
-                f"{version}: they must make {self._source()} say {version}"
+                f"the deploy steps ran but {self.name} reports {now.version or 'no version'}, "
+                f"not {version}: they must make {self._source()} say {version}"
             )
+        return now
 
     def _source(self) -> str:
         return self.settings.version_file or f"`{self.settings.version_command}`"
 
     def start_service(self, service: str, version: str) -> None:
-        state = self.state()
+        state = self.state(max_age=FRESH)
         if state.version != version:
-            self._switch(version, state)
-            state = self.state()
+            state = self._switch(version, state)
         if state.units[service].active != "active":
             self.changed = True
             self._systemctl("start", service)
@@ -191,21 +216,21 @@ class HostRollout(OrderedRollout):
     def gate(self, service: str) -> list[HealthCheck]:
         checks = self.settings.health_checks.get(service)
         if not checks:
-            return [HealthCheck(kind="unit", unit=service)]
+            return [HealthCheck(kind="unit", service=service)]
         return [c.for_host(self.session.address) for c in checks]
 
     def readiness(self, check: HealthCheck) -> Observation | None:
-        if check.kind != "unit" or check.unit is None:
+        if check.kind != "unit" or check.service is None:
             return None
-        unit = self.state().units.get(check.unit)
+        unit = self.state().units.get(check.service)
         if unit is None:
-            return Observation(False, f"{check.unit} is not one of the services", final=True)
+            return Observation(False, f"{check.service} is not one of the services", final=True)
         if unit.active == "failed":
-            return Observation(False, f"unit {check.unit} failed on {self.name}", final=True)
+            return Observation(False, f"unit {check.service} failed on {self.name}", final=True)
         return Observation(unit.active == "active", f"{unit.active} on {self.name}")
 
     def crashed(self, service: str) -> str | None:
-        if self.state().units[service].active == "failed":
+        if self.state(max_age=FRESH).units[service].active == "failed":
             return f"unit {service} failed on {self.name} (journalctl -u {service})"
         return None
 
