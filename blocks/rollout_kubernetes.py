@@ -24,6 +24,16 @@ def _default_services() -> list[str]:
     return ["api", "worker", "web"]
 
 
+class CleanupSettings(BaseModel):
+    """Named temporary objects a rollback deletes (missing ones are fine)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[str] = Field(default_factory=list, description="Job names.")
+    pods: list[str] = Field(default_factory=list, description="Pod names.")
+    pvcs: list[str] = Field(default_factory=list, description="PersistentVolumeClaim names.")
+
+
 class KubernetesTargetSettings(BaseModel):
     """Deployments in a namespace whose containers all run one version tag."""
 
@@ -61,6 +71,26 @@ class KubernetesTargetSettings(BaseModel):
         default_factory=dict,
         description="Checks per Deployment after its rollout completes (as `kubectl rollout "
         "status` decides), e.g. its Service's /health with version_field.",
+    )
+    flags_configmap: str | None = Field(
+        default=None,
+        description="The feature-flag ConfigMap: a release may set keys in it (`--flag "
+        "key=value`, `slipway flags set`); its data before is in the journal and the "
+        "rollback puts it back. Deployments that read it are restarted on a change.",
+    )
+    secrets: list[str] = Field(
+        default_factory=list,
+        description="Secrets copied inside the cluster before each release "
+        "(`<name>-slipway-<release id>`) and put back by its rollback; their values never "
+        "leave the cluster.",
+    )
+    keep_secret_copies: int = Field(
+        default=10, ge=1, description="Releases whose Secret copies are kept (newest first)."
+    )
+    cleanup: CleanupSettings = Field(
+        default_factory=lambda: CleanupSettings(),
+        description="Temporary objects deleted after a rollback, besides those labelled "
+        "slipway.dev/release=<release id>.",
     )
     rollout_timeout_seconds: float = Field(
         default=600.0,

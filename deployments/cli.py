@@ -30,7 +30,7 @@ from deployments.cli_common import (
 from deployments.cli_style import SlipwayTyper
 from deployments.doctor_cli import doctor_cmd
 from deployments.files_cli import add_file_commands
-from deployments.k8s_cli import k8s_app
+from deployments.k8s_cli import flags_app, k8s_app
 from deployments.migrate_cli import migrate_app
 from deployments.release_cli import add_release_commands
 
@@ -43,6 +43,7 @@ app = SlipwayTyper(
 app.add_typer(backups_app, name="backups")
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(k8s_app, name="k8s")
+app.add_typer(flags_app, name="flags")
 env_app = SlipwayTyper(help="Environments as code (blocks from YAML).", no_args_is_help=True)
 app.add_typer(env_app, name="env")
 webhook_app = SlipwayTyper(help="The git-tag webhook that starts releases.", no_args_is_help=True)

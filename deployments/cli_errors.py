@@ -7,6 +7,7 @@ for a library's exception come from `blocks.failures`.
 
 from __future__ import annotations
 
+import logging
 import sys
 import traceback
 from collections.abc import Sequence
@@ -21,6 +22,11 @@ def run_app(app: typer.Typer, args: Sequence[str] | None = None) -> NoReturn:
     """Run the command line and exit; a failure of any kind ends in one line on stderr."""
     args = list(sys.argv[1:] if args is None else args)
     verbose = bool(VERBOSE_FLAGS & set(args[: args.index("--")] if "--" in args else args))
+    if not verbose:
+        # Prefect's queue services say "Still processing items" while they deliver the last
+        # events at exit: progress, not a failure, and not the line a command ends with.
+        for service in ("EventsWorker", "APILogWorker"):
+            logging.getLogger(service).setLevel(logging.ERROR)
     try:
         status = app(args=args, prog_name="slipway", standalone_mode=False)
     except typer.Abort:

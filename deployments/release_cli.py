@@ -24,6 +24,17 @@ def _checked(env: str, version: str | None = None, what: str = "version") -> Non
         fail(str(exc))
 
 
+def parse_flags(items: list[str]) -> dict[str, str]:
+    """`KEY=VALUE` items as a mapping; a malformed one is a usage error."""
+    found = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"--flag {item!r} is not KEY=VALUE, e.g. --flag new_checkout=on")
+        found[key.strip()] = value
+    return found
+
+
 def release_cmd(
     version: Annotated[str, typer.Argument(help="The version: every service's image tag.")],
     env: EnvOpt,
@@ -34,6 +45,13 @@ def release_cmd(
         list[str] | None,
         typer.Option(help="Skip a preflight check on purpose (recorded); repeatable."),
     ] = None,
+    flag: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Kubernetes: set a feature flag KEY=VALUE in the flags ConfigMap with the "
+            "release (a rollback puts the old value back); repeatable."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -43,9 +61,13 @@ def release_cmd(
     --dry-run the plan: pending_migrations, previous_version...).
     """
     _checked(env, version)
+    flags = parse_flags(flag or [])
     from flows.release import release
 
-    r = run_flow(lambda: release(version, env, dry_run, list(skip_check or [])), verbose)
+    r = run_flow(
+        lambda: release(version, env, dry_run, list(skip_check or []), flags=flags or None),
+        verbose,
+    )
     if dry_run:
         pending = r["pending_migrations"]
         text = (
@@ -68,6 +90,20 @@ def rollback_cmd(
     yes: Annotated[
         bool, typer.Option("--yes", help="Confirm restoring the database when needed.")
     ] = False,
+    to_revision: Annotated[
+        int | None,
+        typer.Option(
+            "--to-revision",
+            min=1,
+            help="Kubernetes: put this revision of the Deployments back (see `slipway "
+            "status`), as `kubectl rollout undo --to-revision`; database and journal untouched.",
+            show_default=False,
+        ),
+    ] = None,
+    services: Annotated[
+        list[str] | None,
+        typer.Option("--service", help="With --to-revision: only this Deployment (repeatable)."),
+    ] = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -76,18 +112,29 @@ def rollback_cmd(
     --json: {"version", "database_restored", "detail", ...}.
     """
     _checked(env, to, "--to version")
+    if to_revision is not None and (to or release_id):
+        fail("--to-revision goes alone: it does not undo a release (drop --to / --release)")
+    if services and to_revision is None:
+        fail("--service goes with --to-revision")
     from flows.rollback import rollback
 
-    r = run_flow(lambda: rollback(env, to, release_id, yes), verbose)
+    r = run_flow(
+        lambda: rollback(
+            env, to, release_id, yes, to_revision=to_revision, services=services or None
+        ),
+        verbose,
+    )
     restored = "database restored" if r["database_restored"] else "database kept"
-    show(r, as_json, f"{env} back on {r['version'] or 'nothing'}; {restored}")
+    where = f" (revision {to_revision})" if to_revision is not None else ""
+    show(r, as_json, f"{env} back on {r['version'] or 'nothing'}{where}; {restored}")
 
 
 def status_cmd(env: EnvOpt, as_json: JsonOpt = False) -> None:
     """The live version, the lock holder, recent releases and any left unfinished.
 
     --json: {"environment", "live_version", "services", "lock", "releases": [{"id",
-    "version", "previous_version", "status", "error"}], "unfinished": ["id", ...]}.
+    "version", "previous_version", "status", "error"}], "unfinished": ["id", ...],
+    "revisions": {service: ["revision N: version (current)", ...]} (Kubernetes)}.
     """
     _checked(env)
     require_prefect_api()  # blocks are read from it: the local API when none is set
@@ -102,6 +149,7 @@ def status_cmd(env: EnvOpt, as_json: JsonOpt = False) -> None:
         store = environment.store()
         with open_target(environment.target) as target:
             live = target.live_versions()
+            revisions = target.history()
         holder = lock_holder(environment.database(), env)
         releases = [j.record for j in list_releases(store.client(), store, env)[:10]]
     except SlipwayError as exc:
@@ -117,11 +165,14 @@ def status_cmd(env: EnvOpt, as_json: JsonOpt = False) -> None:
             for r in releases
         ],
         "unfinished": [r.id for r in unfinished],
+        "revisions": revisions,
     }
     lines = [
         f"{env}: live {live.version or 'mixed or none'} ({live.describe()})",
         f"lock: {describe(holder) if holder else 'free'}",
     ]
+    for service, kept in revisions.items():
+        lines.append(f"{service}: " + "; ".join(kept))
     lines += [
         f"  {r.id}  {r.previous_version or '-'} -> {r.version}  {r.status}"
         + (f"  ({r.error})" if r.error else "")

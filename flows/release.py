@@ -29,7 +29,12 @@ from tasks.release.journal import Journal, ReleaseRecord
 from tasks.release.lock import deploy_lock, run_label
 from tasks.release.preflight import Preflight, migrations_dir, run_preflight
 from tasks.rollout import RolloutTarget, open_target
-from tasks.rollout.steps import app_health_task, deploy_task, stop_services_task
+from tasks.rollout.steps import (
+    app_health_task,
+    deploy_task,
+    save_state_task,
+    stop_services_task,
+)
 
 
 class ReleaseFailed(SlipwayError):
@@ -44,8 +49,9 @@ def preflight_task(
     target: RolloutTarget,
     version: str,
     skip: list[str],
+    flags: dict[str, str] | None = None,
 ) -> Preflight:
-    return run_preflight(environment, db, store, target, version, skip)
+    return run_preflight(environment, db, store, target, version, skip, flags)
 
 
 @task(cache_policy=NO_CACHE, name="migrate")
@@ -113,6 +119,7 @@ def release(
     env: str,
     dry_run: bool = False,
     skip_checks: list[str] | None = None,
+    flags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Release a version to an environment; any failure rolls back to the version before.
 
@@ -123,6 +130,8 @@ def release(
             change nothing.
         skip_checks: Preflight checks to skip on purpose (disk, database, tools, target,
             migrations, backup); recorded in the release journal.
+        flags: Feature flags to set with the release (a kubernetes target's
+            flags_configmap); their values before are put back by a rollback.
     """
     check_version(version)
     skip = list(skip_checks or [])
@@ -136,7 +145,7 @@ def release(
         open_target(environment.target) as target,
         deploy_lock(db, env, holder, environment.policy.lock_wait_seconds),
     ):
-        preflight = preflight_task(environment, db, store, target, version, skip)
+        preflight = preflight_task(environment, db, store, target, version, skip, flags)
         before = target.current_version()
         if dry_run:
             sql = (
@@ -158,6 +167,7 @@ def release(
         record = journal.record
         record.previous_version = before
         record.skipped_checks = skip
+        record.flags = dict(flags or {})
         context = FlowRunContext.get()
         record.flow_run_id = str(context.flow_run.id) if context and context.flow_run else None
         journal.save()
@@ -214,6 +224,11 @@ def _release_steps(
                 manifest["id"], False, environment.database_block, environment.store_block
             )
         step.detail = f"backup {manifest['id']}"
+    # Secrets, flags: what the rollback restores besides the version (none for most targets).
+    state = save_state_task(target, record.id, record.flags)
+    if state:
+        record.target_state = state
+        journal.save()
     pending = preflight.pending
     if pending:
         if environment.migrations.stop_app and before is not None:

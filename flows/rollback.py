@@ -37,7 +37,14 @@ from tasks.release.journal import (
 )
 from tasks.release.lock import deploy_lock, run_label
 from tasks.rollout import RolloutTarget, open_target
-from tasks.rollout.steps import app_health_task, deploy_task, stop_services_task
+from tasks.rollout.steps import (
+    app_health_task,
+    cleanup_task,
+    deploy_task,
+    restore_state_task,
+    revision_task,
+    stop_services_task,
+)
 
 
 def pick_release(journals: list[Journal], release_id: str | None) -> Journal | None:
@@ -95,6 +102,8 @@ def rollback(
     release_id: str | None = None,
     yes: bool = False,
     inside_release: bool = False,
+    to_revision: int | None = None,
+    services: list[str] | None = None,
 ) -> dict[str, Any]:
     """Roll an environment back to the version live before its last release.
 
@@ -107,6 +116,10 @@ def rollback(
         yes: Confirm restoring the database when the rollback needs it: what was written
             since the pre-release backup is replaced (the old database is kept aside).
         inside_release: Set by the release flow, which already holds the environment's lock.
+        to_revision: Instead, put this kept revision back (a Kubernetes target's ReplicaSet,
+            as `kubectl rollout undo --to-revision`) on `services` (default: all); the
+            database and the journal are left alone.
+        services: The services `to_revision` applies to.
     """
     if to_version is not None:
         # Before anything is stopped or restored: the redeploy would fail on it.
@@ -127,6 +140,15 @@ def rollback(
         else deploy_lock(db, env, f"rollback ({run_label()})", environment.policy.lock_wait_seconds)
     )
     with open_target(environment.target) as target, lock:
+        if to_revision is not None:
+            report = revision_task(target, to_revision, services)
+            health = app_health_task(target, environment.health_checks, report.version)
+            return {
+                "version": report.version,
+                "revision": to_revision,
+                "database_restored": False,
+                "detail": f"{report.summary()}; {health}",
+            }
         if release_id:
             journal: Journal | None = find_release(client, store, env, release_id)
         else:
@@ -199,11 +221,17 @@ def _undo(
                 step.detail = result["state"]
         else:
             journal.skip("restore-database", why, rb.steps)
+        if record.target_state:
+            # Secrets and flags back before the old version's pods start and read them.
+            with journal.step("restore-state", rb.steps) as step:
+                step.detail = restore_state_task(target, record.target_state)
         with journal.step("redeploy", rb.steps) as step:
             step.detail = redeploy(target, version, step)
         if version is not None:
             with journal.step("health", rb.steps) as step:
                 step.detail = app_health_task(target, environment.health_checks, version)
+        with journal.step("cleanup", rb.steps) as step:
+            step.detail = cleanup_task(target, record.id)
     except BaseException as exc:
         error = str(exc) if isinstance(exc, SlipwayError) else f"{type(exc).__name__}: {exc}"
         rb.status, rb.error = "failed", error

@@ -41,6 +41,7 @@ RELEASES = [
     "test_ssh_target.py",
     "test_ssh_release.py",
     "test_kubernetes_target.py",
+    "test_kubernetes_flows.py",
     "test_k8s_simulator.py",
 ]
 

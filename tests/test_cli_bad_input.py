@@ -268,6 +268,14 @@ ROWS: dict[str, Row] = {
     "status/unknown-environment": Row(("status", "--env", "nowhere"), "nowhere"),
     "status/docker-unreachable": Row(("status", "--env", "{env}"), "Docker engine"),
     "status/prefect-unreachable": Row(("status", "--env", "{env}"), "Prefect API", PREFECT_DOWN),
+    "release/flag-not-key-value": Row(
+        ("release", "v1", "--env", "{env}", "--flag", "checkout"), "not KEY=VALUE"
+    ),
+    "rollback/to-revision-with-to": Row(
+        ("rollback", "--env", "{env}", "--to-revision", "2", "--to", "v1"), "goes alone"
+    ),
+    "k8s-pause/not-kubernetes": Row(("k8s", "pause", "--env", "{env}"), "kubernetes target"),
+    "flags-set/not-key-value": Row(("flags", "set", "--env", "{env}", "oops"), "not KEY=VALUE"),
     "unlock/unknown-environment": Row(("unlock", "--env", "nowhere"), "nowhere"),
     "unlock/prefect-unreachable": Row(("unlock", "--env", "{env}"), "Prefect API", PREFECT_DOWN),
     # migrate

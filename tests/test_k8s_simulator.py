@@ -47,14 +47,23 @@ def kubectl(sim: KubeSimulator, tmp_path: Path) -> Kubectl:
     return kubectl_for(sim, tmp_path / "kube-cache")
 
 
-def apply_file(kubectl: Kubectl, tmp_path: Path, manifest: dict[str, Any]) -> None:
-    create_with_kubectl(kubectl, tmp_path, manifest)
-
-
 def replica_sets(apps: Any, name: str) -> dict[int, Any]:
     """The Deployment's ReplicaSets by revision."""
     found = apps.list_namespaced_replica_set("default", label_selector=f"app={name}").items
     return {int(rs.metadata.annotations["deployment.kubernetes.io/revision"]): rs for rs in found}
+
+
+def past_the_stale_deadline(sim: KubeSimulator, name: str) -> None:
+    """Wait until, after an undo of a stalled rollout, the Progressing condition no longer
+    says ProgressDeadlineExceeded: the real controller keeps the stale condition until it
+    sees progress (kubectl rollout status fails in that short window too)."""
+
+    def moved_on() -> bool:
+        found = apps_api(sim).read_namespaced_deployment(name, "default")
+        reasons = {c.type: c.reason for c in found.status.conditions or []}
+        return reasons.get("Progressing") != "ProgressDeadlineExceeded"
+
+    wait_for(f"{name} past its stale deadline", moved_on)
 
 
 def history(kubectl: Kubectl, name: str) -> list[int]:
@@ -68,7 +77,7 @@ def history(kubectl: Kubectl, name: str) -> list[int]:
 @needs_kubectl
 def test_kubectl_rollout_cycle(sim: KubeSimulator, kubectl: Kubectl, tmp_path: Path) -> None:
     apps = apps_api(sim)
-    apply_file(kubectl, tmp_path, deployment("api", "reg.example/demo/api:v1"))
+    create_with_kubectl(kubectl, tmp_path, deployment("api", "reg.example/demo/api:v1"))
     kubectl("rollout", "status", "deployment/api", "--timeout=60s")
     # Client-side apply (a three-way strategic merge) and the scale subresource.
     scaled = deployment("api", "reg.example/demo/api:v1", replicas=3)
@@ -108,13 +117,14 @@ def test_kubectl_rollout_cycle(sim: KubeSimulator, kubectl: Kubectl, tmp_path: P
     assert refused.returncode == 1
     assert "cannot rollback a paused deployment" in refused.stderr
     kubectl("set", "image", "deployment/api", "api=reg.example/demo/api:v4")
-    wait_for(
-        "the paused condition",
-        lambda: any(
-            c.reason == "DeploymentPaused"
-            for c in apps.read_namespaced_deployment("api", "default").status.conditions or []
-        ),
-    )
+
+    def observed() -> Any:
+        found = apps.read_namespaced_deployment("api", "default")
+        return found if found.status.observed_generation == found.metadata.generation else None
+
+    paused = wait_for("the template change observed", observed)
+    reasons = {c.type: c.reason for c in paused.status.conditions}
+    assert reasons["Progressing"] == "DeploymentPaused"
     assert sorted(replica_sets(apps, "api")) == [2, 3]  # paused: no new ReplicaSet
     kubectl("rollout", "resume", "deployment/api")
     kubectl("rollout", "status", "deployment/api", "--timeout=60s")
@@ -133,7 +143,7 @@ def test_stalled_rollout_exceeds_its_progress_deadline(
     sim: KubeSimulator, kubectl: Kubectl, tmp_path: Path
 ) -> None:
     sim.never_ready.add(":v3")
-    apply_file(kubectl, tmp_path, deployment("web", "reg.example/demo/web:v2", deadline=3))
+    create_with_kubectl(kubectl, tmp_path, deployment("web", "reg.example/demo/web:v2", deadline=3))
     kubectl("rollout", "status", "deployment/web", "--timeout=60s")
     kubectl("set", "image", "deployment/web", "web=reg.example/demo/web:v3")
     stalled = kubectl("rollout", "status", "deployment/web", "--timeout=60s", check=False)
@@ -145,6 +155,7 @@ def test_stalled_rollout_exceeds_its_progress_deadline(
     assert read.status.available_replicas == 2  # maxUnavailable kept the old pods
     assert httpx.get(sim.service_url("web") + "/", timeout=5).json()["version"] == "v2"
     kubectl("rollout", "undo", "deployment/web")
+    past_the_stale_deadline(sim, "web")
     kubectl("rollout", "status", "deployment/web", "--timeout=60s")
     # An undo long after the last rollout completed (it reuses a ReplicaSet, so no new
     # condition) has its own deadline: a finished rollout's condition is no base for a
@@ -206,7 +217,7 @@ def test_pods_run_as_real_containers(
         manifest = deployment(
             "api", image("api", "v1", registry), replicas=2, deadline=8, probe=True
         )
-        apply_file(run, tmp_path, manifest)
+        create_with_kubectl(run, tmp_path, manifest)
         crash = deployment(
             "crash",
             image("api", "v1", registry),
@@ -255,6 +266,7 @@ def test_pods_run_as_real_containers(
             assert f'deployment "{name}" exceeded its progress deadline' in done.stderr
 
         run("rollout", "undo", "deployment/api")
+        past_the_stale_deadline(sim, "api")
         run("rollout", "status", "deployment/api", "--timeout=90s", timeout=120)
         assert _health(service) == "v2"
         engine = docker_engine.client()
@@ -275,4 +287,5 @@ def test_pods_run_as_real_containers(
             "the crash pod's container removed",
             lambda: not [c for c in pod_containers() if c.startswith("default/crash-")],
         )
+        assert sim.errors == []
     assert pod_containers() == []

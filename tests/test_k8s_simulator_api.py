@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +15,7 @@ import pytest
 from kubernetes import client, watch
 
 from tests.k8s_sim import KubeSimulator
-from tests.k8s_sim.clients import api_client, apps_api, core_api, wait_for
+from tests.k8s_sim.clients import KUBECTL, api_client, apps_api, core_api, kubectl_for, wait_for
 from tests.k8s_sim.clients import deployment_manifest as deployment
 
 
@@ -195,7 +196,7 @@ def test_selectors_watch_and_garbage_collection(sim: KubeSimulator) -> None:
     assert again.value.status == 404
 
 
-def test_access_reviews_and_forbidden_verbs(sim: KubeSimulator) -> None:
+def test_access_reviews_and_forbidden_verbs(sim: KubeSimulator, tmp_path: Path) -> None:
     apps = apps_api(sim)
     reviews: Any = client.AuthorizationV1Api(api_client(sim))
     apps.create_namespaced_deployment("default", deployment("api", "demo/api:v1", replicas=1))
@@ -209,6 +210,11 @@ def test_access_reviews_and_forbidden_verbs(sim: KubeSimulator) -> None:
     sim.forbid("patch", "deployments")
     assert not may("patch")
     assert may("get")
+    if KUBECTL:  # kubectl asks the same question (in protobuf)
+        kubectl = kubectl_for(sim, tmp_path / "kube-cache")
+        assert kubectl("auth", "can-i", "get", "deployments").stdout.strip() == "yes"
+        refused_too = kubectl("auth", "can-i", "patch", "deployments", check=False)
+        assert (refused_too.returncode, refused_too.stdout.strip()) == (1, "no")
     with pytest.raises(client.ApiException) as refused:
         apps.patch_namespaced_deployment("api", "default", {"spec": {"replicas": 2}})
     assert reason(refused) == (403, "Forbidden")

@@ -225,3 +225,131 @@ def test_preflight_names_what_is_missing_or_forbidden(app: KubeApp, sim: KubeSim
         app.settings(in_cluster=True)
     with pytest.raises(ConfigError, match="not a Deployment name"):
         KubernetesTargetSettings.model_validate({"kind": "kubernetes", "services": ["Api"]})
+
+
+def test_history_and_to_revision_for_every_deployment(app: KubeApp, tmp_path: Path) -> None:
+    with target(app) as t:
+        t.deploy("v2")
+        t.deploy("v4")
+        kept = t.history()
+        assert kept == {
+            s: ["revision 1: v1", "revision 2: v2", "revision 3: v4 (current)"] for s in SERVICES
+        }
+        with pytest.raises(SlipwayError, match="no revision 7 of api, worker, web"):
+            t.to_revision(7)
+        assert {s: app.template_version(s) for s in SERVICES} == dict.fromkeys(SERVICES, "v4")
+        report = t.to_revision(1, ["api", "web"])
+        assert report.version == "v1"
+        assert [s.service for s in report.services] == ["api", "web"]
+    assert {s: app.answering(s) for s in SERVICES} == {"api": "v1", "worker": "v4", "web": "v1"}
+    assert history(app, tmp_path, "api") == [2, 3, 4]  # kubectl agrees: 1 came back as 4
+
+
+def test_flags_secrets_and_cleanup_are_saved_and_put_back(app: KubeApp) -> None:
+    import base64
+    import json
+
+    from kubernetes import client
+
+    from tasks.rollout.kube_release_state import KubeReleaseState
+
+    core, batch = client.CoreV1Api(app.api), client.BatchV1Api(app.api)
+    ns = app.namespace
+    core.create_namespaced_config_map(
+        ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="flags"), data={"checkout": "off"})
+    )
+    token = base64.b64encode(b"first-token").decode()
+    core.create_namespaced_secret(
+        ns, client.V1Secret(metadata=client.V1ObjectMeta(name="app-secrets"), data={"token": token})
+    )
+    # web reads the flags (envFrom); api and worker do not.
+    reads = {"configMapRef": {"name": "flags"}}
+    app.apps().patch_namespaced_deployment(
+        "web",
+        ns,
+        {"spec": {"template": {"spec": {"containers": [{"name": "web", "envFrom": [reads]}]}}}},
+        _content_type="application/strategic-merge-patch+json",
+    )
+    release = "20261202-101500-ab12"
+    for name in ("left-job", "scratch"):
+        meta = client.V1ObjectMeta(name=name, labels={"slipway.dev/release": release})
+        if name == "left-job":
+            batch.create_namespaced_job(
+                ns,
+                client.V1Job(
+                    metadata=meta,
+                    spec=client.V1JobSpec(
+                        template=client.V1PodTemplateSpec(
+                            spec=client.V1PodSpec(
+                                containers=[client.V1Container(name="x", image="busybox")],
+                                restart_policy="Never",
+                            )
+                        )
+                    ),
+                ),
+            )
+        else:
+            core.create_namespaced_pod(
+                ns,
+                client.V1Pod(
+                    metadata=meta,
+                    spec=client.V1PodSpec(
+                        containers=[client.V1Container(name="x", image="busybox")]
+                    ),
+                ),
+            )
+    for name in ("migration-cache", "keep-me"):
+        core.create_namespaced_persistent_volume_claim(
+            ns,
+            client.V1PersistentVolumeClaim(
+                metadata=client.V1ObjectMeta(name=name),
+                spec=client.V1PersistentVolumeClaimSpec(
+                    access_modes=["ReadWriteOnce"],
+                    resources=client.V1VolumeResourceRequirements(requests={"storage": "1Gi"}),
+                ),
+            ),
+        )
+    settings = {
+        "flags_configmap": "flags",
+        "secrets": ["app-secrets"],
+        "cleanup": {"pvcs": ["migration-cache", "never-made"]},
+    }
+    with target(app, **settings) as t:
+        state = KubeReleaseState(t)
+        assert state.readers() == ["web"]
+        rolled = [HealthCheck(kind="rollout", service=s, deadline_seconds=30) for s in SERVICES]
+        t.wait_healthy(rolled, "v1")
+        revisions = {s: len(t.replica_sets(s)) for s in SERVICES}
+        record = state.save(release, flags={"checkout": "on"})
+        assert record["flags_before"] == {"checkout": "off"}
+        assert core.read_namespaced_config_map("flags", ns).data == {"checkout": "on"}
+        # Only the reader was restarted: a new revision of web alone.
+        t.wait_healthy(rolled, "v1")
+        assert {s: len(t.replica_sets(s)) for s in SERVICES} == revisions | {
+            "web": revisions["web"] + 1
+        }
+        # The Secret's copy is in the cluster; its value is nowhere in the record.
+        copy = core.read_namespaced_secret(record["secret_copies"]["app-secrets"], ns)
+        assert copy.data == {"token": token}
+        assert token not in json.dumps(record)
+        assert "first-token" not in json.dumps(record)
+        # The release changes the Secret; the rollback puts both back.
+        core.patch_namespaced_secret(
+            "app-secrets", ns, {"data": {"token": base64.b64encode(b"second").decode()}}
+        )
+        assert state.restore(record) == ["secret app-secrets", "flags flags"]
+        assert core.read_namespaced_secret("app-secrets", ns).data == {"token": token}
+        assert core.read_namespaced_config_map("flags", ns).data == {"checkout": "off"}
+        deleted = state.cleanup(release)
+        assert deleted == ["job left-job", "pod scratch", "pvc migration-cache"]
+        assert state.cleanup(release) == []  # already gone: fine
+        left = core.list_namespaced_persistent_volume_claim(ns).items
+        assert [p.metadata.name for p in left if p.metadata] == ["keep-me"]
+        # Copies of the newest releases are kept: a second release's save prunes down to
+        # keep_secret_copies.
+        later = state.save("20261202-111500-cd34")
+        assert state.prune_copies(keep=1) == [record["secret_copies"]["app-secrets"]]
+        left_copies = core.list_namespaced_secret(ns, label_selector="slipway.dev/copy-of").items
+        assert [c.metadata.name for c in left_copies if c.metadata] == [
+            later["secret_copies"]["app-secrets"]
+        ]

@@ -358,3 +358,12 @@ def test_the_ssh_agent_and_a_known_hosts_file(
     finally:
         agent.terminate()
         agent.wait()
+
+
+def test_revisions_are_a_kubernetes_targets(app: SshApp) -> None:
+    with target(app) as t:
+        assert t.history() == {}
+        with pytest.raises(
+            SlipwayError, match="keeps no revisions: --to-revision is for kubernetes"
+        ):
+            t.to_revision(2)

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -96,6 +96,10 @@ class ReleaseRecord(BaseModel):
     app_stopped: bool = False
     steps: list[StepRecord] = Field(default_factory=list)
     skipped_checks: list[str] = Field(default_factory=list)
+    flags: dict[str, str] = Field(default_factory=dict)
+    # What the target saved for the rollback besides the version (Kubernetes: the flags'
+    # data before, the names of in-cluster Secret copies; never a secret's value).
+    target_state: dict[str, Any] | None = None
     error: str | None = None
     rollback: RollbackRecord | None = None
 

@@ -64,12 +64,18 @@ def run_preflight(
     target: RolloutTarget,
     version: str,
     skip: list[str],
+    flags: dict[str, str] | None = None,
 ) -> Preflight:
     """Run every check not skipped; raise `PreflightFailed` naming each failure."""
     unknown = sorted(set(skip) - set(CHECKS))
     if unknown:
         raise PreflightFailed(
             f"unknown check(s) to skip: {', '.join(unknown)}; checks are {', '.join(CHECKS)}"
+        )
+    if flags and not getattr(environment.target, "flags_configmap", None):
+        raise PreflightFailed(
+            f"flags given ({', '.join(flags)}) but this environment's target has no flags "
+            "ConfigMap: set flags_configmap (kubernetes targets), or drop --flag"
         )
     found = Preflight(skipped=sorted(skip))
     policy = environment.policy

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 from blocks.errors import SlipwayError
 from blocks.rollout import HealthCheck
@@ -164,6 +164,30 @@ class RolloutTarget(Protocol):
         """Best-effort figures of the target's runtime, for the rollback record."""
         ...
 
+    def history(self) -> dict[str, list[str]]:
+        """Per service, the revisions the target keeps, oldest first, one line each
+        (Kubernetes: its ReplicaSets); empty where the target keeps none."""
+        ...
+
+    def save_state(self, release_id: str, flags: dict[str, str]) -> dict[str, Any]:
+        """Before a release changes anything: save what its rollback restores besides the
+        version (Kubernetes: Secrets copied in the cluster, the flags' data), then set
+        `flags`; a record for the journal, never holding a secret's value ({}: nothing)."""
+        ...
+
+    def restore_state(self, record: dict[str, Any]) -> list[str]:
+        """Put back what `save_state` saved; what was restored."""
+        ...
+
+    def cleanup(self, release_id: str) -> list[str]:
+        """After a rollback: delete the release's temporary objects; what was deleted."""
+        ...
+
+    def to_revision(self, number: int, services: Sequence[str] | None = None) -> RolloutReport:
+        """Put a kept revision back on the services (all by default), each gated, in order;
+        raises `SlipwayError` where the target keeps no revisions, or one lacks it."""
+        ...
+
     def close(self) -> None: ...
 
     def __enter__(self) -> Self: ...
@@ -185,6 +209,36 @@ class ClosingTarget(ABC):
 
     def usage(self) -> dict[str, int]:
         return {}
+
+    def history(self) -> dict[str, list[str]]:
+        return {}
+
+    def save_state(self, release_id: str, flags: dict[str, str]) -> dict[str, Any]:
+        del release_id
+        if flags:
+            raise SlipwayError(
+                f"{self.describe()} has no feature flags: flags are a kubernetes target's "
+                "(flags_configmap)"
+            )
+        return {}
+
+    def restore_state(self, record: dict[str, Any]) -> list[str]:
+        del record
+        return []
+
+    def cleanup(self, release_id: str) -> list[str]:
+        del release_id
+        return []
+
+    def to_revision(self, number: int, services: Sequence[str] | None = None) -> RolloutReport:
+        del number, services
+        raise SlipwayError(
+            f"{self.describe()} keeps no revisions: --to-revision is for kubernetes targets; "
+            "use --to VERSION"
+        )
+
+    @abstractmethod
+    def describe(self) -> str: ...
 
     def __enter__(self) -> Self:
         return self

@@ -16,13 +16,14 @@ annotation) and a deploy scales them back.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from blocks.errors import ConfigError, SlipwayError
 from blocks.health_check import HealthCheck
 from blocks.rollout_kubernetes import KubernetesTargetSettings
 from blocks.text import one_line
-from tasks.rollout.base import OrderedRollout, PreflightReport
+from tasks.rollout.base import OrderedRollout, PreflightReport, RolloutReport
 from tasks.rollout.health import Observation
 from tasks.rollout.kube_status import image_tag, pod_problems, revision, rollout_status, with_tag
 
@@ -102,7 +103,7 @@ class KubernetesTarget(OrderedRollout):
 
         return client.CoreV1Api(self.api)
 
-    def _call(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+    def call(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
         """One API call; its failure as one line naming what was asked."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
@@ -124,7 +125,7 @@ class KubernetesTarget(OrderedRollout):
             ) from exc
 
     def deployment(self, name: str) -> Any:
-        return self._call(
+        return self.call(
             f"reading deployment {name}",
             self._apps().read_namespaced_deployment,
             name,
@@ -140,7 +141,7 @@ class KubernetesTarget(OrderedRollout):
 
     def preflight(self, version: str | None = None) -> PreflightReport:
         namespace = self.settings.namespace
-        self._call(f"reading namespace {namespace}", self._core().read_namespace, namespace)
+        self.call(f"reading namespace {namespace}", self._core().read_namespace, namespace)
         checks = [f"namespace {namespace} answers"]
         denied = [
             f"{verb} {resource}"
@@ -182,7 +183,7 @@ class KubernetesTarget(OrderedRollout):
                 )
             )
         )
-        answer = self._call(
+        answer = self.call(
             f"asking whether Slipway may {verb} {resource}",
             client.AuthorizationV1Api(self.api).create_self_subject_access_review,
             review,
@@ -225,7 +226,7 @@ class KubernetesTarget(OrderedRollout):
             patch.setdefault("spec", {})["replicas"] = int(annotations[STOPPED])
             patch["metadata"] = {"annotations": {STOPPED: None}}
         if patch:
-            self._call(
+            self.call(
                 f"updating deployment {service}",
                 self._apps().patch_namespaced_deployment,
                 service,
@@ -238,7 +239,7 @@ class KubernetesTarget(OrderedRollout):
         deployment = self.deployment(service)
         replicas = deployment.spec.replicas if deployment.spec.replicas is not None else 1
         if replicas:
-            self._call(
+            self.call(
                 f"scaling deployment {service} to zero",
                 self._apps().patch_namespaced_deployment,
                 service,
@@ -292,7 +293,7 @@ class KubernetesTarget(OrderedRollout):
     def _pods(self, deployment: Any) -> list[Any]:
         labels = deployment.spec.selector.match_labels or {}
         selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
-        found = self._call(
+        found = self.call(
             f"listing pods of {deployment.metadata.name}",
             self._core().list_namespaced_pod,
             self.settings.namespace,
@@ -302,6 +303,55 @@ class KubernetesTarget(OrderedRollout):
 
     def usage(self) -> dict[str, int]:
         return {}
+
+    # -- what a release saves besides the version (kube_release_state) ----------------------
+
+    def save_state(self, release_id: str, flags: dict[str, str]) -> dict[str, Any]:
+        from tasks.rollout.kube_release_state import KubeReleaseState
+
+        return KubeReleaseState(self).save(release_id, flags)
+
+    def restore_state(self, record: dict[str, Any]) -> list[str]:
+        from tasks.rollout.kube_release_state import KubeReleaseState
+
+        return KubeReleaseState(self).restore(record)
+
+    def cleanup(self, release_id: str) -> list[str]:
+        from tasks.rollout.kube_release_state import KubeReleaseState
+
+        return KubeReleaseState(self).cleanup(release_id)
+
+    # -- revisions --------------------------------------------------------------------------
+
+    def history(self) -> dict[str, list[str]]:
+        found = {}
+        for service in self.services:
+            current = self._newest(self.deployment(service))
+            found[service] = [
+                f"revision {revision(rs)}: "
+                + ", ".join(sorted({image_tag(c.image) for c in rs.spec.template.spec.containers}))
+                + (" (current)" if rs.metadata.name == current else "")
+                for rs in self.replica_sets(service)
+            ]
+        return found
+
+    def to_revision(self, number: int, services: Sequence[str] | None = None) -> RolloutReport:
+        chosen = list(services or self.services)
+        unknown = [s for s in chosen if s not in self.services]
+        if unknown:
+            raise SlipwayError(f"{', '.join(unknown)}: not services of {self.describe()}")
+        lacking = [s for s in chosen if number not in {revision(rs) for rs in self.replica_sets(s)}]
+        if lacking:  # checked for all before any changes
+            raise SlipwayError(
+                f"no revision {number} of {', '.join(lacking)}: see `slipway status` for each "
+                "Deployment's revisions"
+            )
+        ready = []
+        for i, service in enumerate(chosen):
+            self.undo(service, number)
+            version = self.service_versions(service)
+            ready.append(self._gated(service, "+".join(version), chosen[:i], chosen[i + 1 :]))
+        return RolloutReport("+".join(sorted({r.version for r in ready})), ready)
 
     # -- kubectl's own verbs ----------------------------------------------------------------
 
@@ -322,7 +372,7 @@ class KubernetesTarget(OrderedRollout):
         self._patch_spec(service, "restarting", patch)
 
     def _patch_spec(self, service: str, what: str, patch: dict[str, Any]) -> None:
-        self._call(
+        self.call(
             f"{what} deployment {service}",
             self._apps().patch_namespaced_deployment,
             service,
@@ -334,7 +384,7 @@ class KubernetesTarget(OrderedRollout):
     def replica_sets(self, service: str) -> list[Any]:
         """The ReplicaSets the Deployment controls, by revision (oldest first)."""
         deployment = self.deployment(service)
-        found = self._call(
+        found = self.call(
             f"listing replica sets of {service}",
             self._apps().list_namespaced_replica_set,
             self.settings.namespace,
@@ -383,7 +433,7 @@ class KubernetesTarget(OrderedRollout):
             for k, v in (source.metadata.annotations or {}).items()
             if k not in KEEP_ANNOTATIONS
         }
-        self._call(
+        self.call(
             f"rolling back deployment {service}",
             self._apps().patch_namespaced_deployment,
             service,

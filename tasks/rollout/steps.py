@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -28,3 +30,29 @@ def app_health_task(target: RolloutTarget, checks: list[HealthCheck], version: s
     if not checks:
         return "no app-wide checks configured (each service passed its own gate)"
     return target.wait_healthy(checks, version).summary()
+
+
+@task(cache_policy=NO_CACHE, name="to-revision")
+def revision_task(target: RolloutTarget, number: int, services: list[str] | None) -> RolloutReport:
+    """Prefect task: a kept revision back on the services (Kubernetes' rollout undo)."""
+    return target.to_revision(number, services)
+
+
+@task(cache_policy=NO_CACHE, name="save-target-state")
+def save_state_task(
+    target: RolloutTarget, release_id: str, flags: dict[str, str]
+) -> dict[str, Any]:
+    """Prefect task: what the rollback restores besides the version (no secret values)."""
+    return target.save_state(release_id, flags)
+
+
+@task(cache_policy=NO_CACHE, name="restore-target-state")
+def restore_state_task(target: RolloutTarget, record: dict[str, Any]) -> str:
+    """Prefect task: the saved state back; says what."""
+    return ", ".join(target.restore_state(record)) or "nothing to restore"
+
+
+@task(cache_policy=NO_CACHE, name="cleanup")
+def cleanup_task(target: RolloutTarget, release_id: str) -> str:
+    """Prefect task: the release's temporary objects deleted; says which."""
+    return ", ".join(target.cleanup(release_id)) or "nothing to delete"

@@ -157,6 +157,9 @@ class PodRunner(threading.Thread):
     def run(self) -> None:
         try:
             self._run()
+        except Exception as exc:  # a simulator bug or a Docker failure: visible to the test
+            if not self.stopped.is_set():
+                self.sim.errors.append(f"pod {self.ns}/{self.name}: {type(exc).__name__}: {exc}")
         finally:
             self._remove()
 

@@ -85,6 +85,7 @@ RESOURCES = (
     ),
     Resource("batch", "v1", "jobs", "Job", subresources=("status",), has_generation=True),
 )
+IN_ALL = {"Pod", "Service", "Deployment", "ReplicaSet", "Job"}  # `kubectl get all`
 BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
 GROUPS = {"apps": "v1", "batch": "v1", "authorization.k8s.io": "v1"}
 SERVER_VERSION = {
@@ -120,7 +121,7 @@ def resource_list(group: str, version: str) -> dict[str, Any]:
         }
         if r.short_names:
             entry["shortNames"] = list(r.short_names)
-        if r.group == "apps":
+        if r.kind in IN_ALL:
             entry["categories"] = ["all"]
         found.append(entry)
         for sub in r.subresources:

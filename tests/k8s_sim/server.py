@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.k8s_sim import access, tables
+from tests.k8s_sim import access, protobuf, tables
 from tests.k8s_sim.patch import apply_patch
 from tests.k8s_sim.resources import Resource
 from tests.k8s_sim.routes import NOT_FOUND, Route, list_body, route, scale_of
@@ -37,6 +37,7 @@ class ApiServer:
         self.access = access.Access()
         # A Pod's log text: (namespace, name, query) -> text; the simulator sets it.
         self.logs: Callable[[str, str, dict[str, str]], str] = lambda ns, name, query: ""
+        self.errors: list[str] = []  # unexpected exceptions (simulator bugs)
         self.closing = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
@@ -232,6 +233,13 @@ def _as_tables(res: Resource, events: Iterator[dict[str, Any]]) -> Iterator[dict
         yield event
 
 
+def _access_review(body: bytes) -> dict[str, Any]:
+    try:
+        return protobuf.access_review(body)
+    except (ValueError, IndexError, UnicodeDecodeError) as exc:
+        raise bad_request(f"the protobuf body could not be read: {exc}") from None
+
+
 def _json(body: bytes) -> dict[str, Any]:
     try:
         value = json.loads(body or b"{}")
@@ -288,13 +296,15 @@ def _handler(server: ApiServer) -> type[BaseHTTPRequestHandler]:
             split = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(split.query).items()}
             try:
-                if "protobuf" in (self.headers.get("Content-Type") or "") and body:
+                protobuf = "protobuf" in (self.headers.get("Content-Type") or "") and body
+                if split.path == access.REVIEW_PATH and self.command == "POST":
+                    review = _access_review(body) if protobuf else _json(body)
+                    self._send(201, server.access.review(review))
+                    return
+                if protobuf:
                     raise ApiError(415, "UnsupportedMediaType", "the simulator only speaks JSON")
                 if split.path.rstrip("/") in ("/healthz", "/readyz", "/livez"):
                     self._send_text(200, "ok")
-                    return
-                if split.path == access.REVIEW_PATH and self.command == "POST":
-                    self._send(201, server.access.review(_json(body)))
                     return
                 target = route(split.path)
                 if target is None:
@@ -335,6 +345,9 @@ def _handler(server: ApiServer) -> type[BaseHTTPRequestHandler]:
                     self._stream(answer)
             except ApiError as exc:
                 self._send(exc.code, exc.body)
+            except Exception as exc:  # a simulator bug: a 500 for the client, kept for the test
+                server.errors.append(f"{self.command} {self.path}: {type(exc).__name__}: {exc}")
+                self._send(500, ApiError(500, "InternalError", f"simulator bug: {exc}").body)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any
 

@@ -56,7 +56,8 @@ class KubeSimulator:
         self._stop = threading.Event()
         self._loop = threading.Thread(target=self._run, daemon=True, name="k8s-sim-controllers")
         self._local = threading.local()
-        self.errors: list[str] = []  # controller failures, for tests to assert on
+        # Unexpected exceptions in the controllers or the HTTP layer: tests assert it is empty.
+        self.errors: list[str] = self.api.errors
 
     @property
     def url(self) -> str:
