@@ -32,7 +32,9 @@ from tests.release_env import write_migrations
 
 CRASHING = "v5"  # its api exits at once with this code
 CRASH_CODE = 3
-DEADLINE = 8  # spec.progressDeadlineSeconds of every Deployment (a busy machine: not 6)
+# spec.progressDeadlineSeconds of every Deployment: a v2 pod's pull and start on a busy
+# machine stay well within it.
+DEADLINE = 8
 PROBES = {"api": "/health", "worker": "/version", "web": "/"}
 # The worker image's own command is a shell loop; here it serves its www folder on 8080.
 WORKER_COMMAND = ["sh", "-c", "trap 'exit 0' TERM; httpd -f -p 8080 -h /app/www & wait"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from kubernetes import watch
+from kubernetes import client, watch
 
 from tests.compose_app import build_images, image
 from tests.harness.docker_engine import DockerInfo
@@ -23,6 +23,7 @@ from tests.k8s_sim import KubeSimulator
 from tests.k8s_sim.clients import (
     KUBECTL,
     Kubectl,
+    api_client,
     apps_api,
     core_api,
     create_with_kubectl,
@@ -260,6 +261,25 @@ def test_pods_run_as_real_containers(
         (typed,) = core_api(sim).list_namespaced_pod("default", label_selector="app=crash").items
         assert typed.status.container_statuses[0].last_state.terminated.exit_code == 3
         assert "boom" in run("logs", "deployment/crash").stdout
+        # A Job's pod runs to completion once (restartPolicy Never).
+        job_spec = {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "m",
+                    "image": image("api", "v1", registry),
+                    "command": ["echo", "migrated"],
+                }
+            ],
+        }
+        job = {"metadata": {"name": "migrate"}, "spec": {"template": {"spec": job_spec}}}
+        jobs: Any = client.BatchV1Api(api_client(sim))
+        jobs.create_namespaced_job("default", job)
+        wait_for(
+            "the job complete",
+            lambda: jobs.read_namespaced_job("migrate", "default").status.succeeded == 1,
+        )
+        assert run("logs", "job/migrate").stdout.strip() == "migrated"
         # Both stall their rollout until the progress deadline.
         for name in ("crash", "missing"):
             done = run("rollout", "status", f"deployment/{name}", "--timeout=60s", check=False)
@@ -276,10 +296,12 @@ def test_pods_run_as_real_containers(
             return [str(c["Labels"][f"{LABEL}.pod"]) for c in found]
 
         def running_pods() -> set[str]:
-            names = [p["metadata"]["name"] for d in ("api", "crash") for p in sim.pods(d)]
-            return {f"default/{name}" for name in names}
+            missing = {p["metadata"]["name"] for p in sim.pods("missing")}
+            pods = core_api(sim).list_namespaced_pod("default").items
+            return {f"default/{p.metadata.name}" for p in pods if p.metadata.name not in missing}
 
-        # One container per pod that could pull its image, none for the deleted ones.
+        # One container per pod that could pull its image (the finished Job's too), none for
+        # the deleted ones.
         wait_for("containers match pods", lambda: set(pod_containers()) == running_pods())
         # Deleting the Deployment removes its pods' containers.
         apps.delete_namespaced_deployment("crash", "default")

@@ -223,19 +223,18 @@ def test_access_reviews_and_forbidden_verbs(sim: KubeSimulator, tmp_path: Path) 
 
 
 def test_cleanup_deletes_by_label(sim: KubeSimulator) -> None:
-    """What a rollback's cleanup does: delete labelled Jobs, Pods and PVCs, ignoring
-    the ones already gone."""
+    """What a rollback's cleanup does: delete labelled Jobs (and their Pods), Pods and
+    PVCs, ignoring the ones already gone."""
     core = core_api(sim)
     batch: Any = client.BatchV1Api(api_client(sim))
     label = {"slipway.dev/release": "r1"}
     pod_spec = {"restartPolicy": "Never", "containers": [{"name": "m", "image": "demo/m:1"}]}
-    batch.create_namespaced_job(
-        "default",
-        {
-            "metadata": {"name": "migrate", "labels": label},
+    for name in ("migrate", "seed"):
+        job = {
+            "metadata": {"name": name, "labels": label},
             "spec": {"template": {"spec": pod_spec}},
-        },
-    )
+        }
+        batch.create_namespaced_job("default", job)
     core.create_namespaced_pod(
         "default", {"metadata": {"name": "debug", "labels": label}, "spec": pod_spec}
     )
@@ -245,13 +244,35 @@ def test_cleanup_deletes_by_label(sim: KubeSimulator) -> None:
     )
     core.create_namespaced_config_map("default", {"metadata": {"name": "keep", "labels": label}})
 
+    def completed() -> bool:  # fake pods of a Job succeed at once
+        jobs = batch.list_namespaced_job("default").items
+        return all(job.status.succeeded == 1 for job in jobs)
+
+    wait_for("both jobs complete", completed)
+
+    def job_pods(job: str) -> list[Any]:
+        selector = f"batch.kubernetes.io/job-name={job}"
+        return list(core.list_namespaced_pod("default", label_selector=selector).items)
+
+    # A batch/v1 Job deleted without a propagation policy leaves its pods, with a warning.
+    answer = httpx.delete(f"{sim.url}/apis/batch/v1/namespaces/default/jobs/seed")
+    assert "child pods are preserved by default" in answer.headers["Warning"]
+    (orphan,) = job_pods("seed")
+    assert orphan.metadata.owner_references is None
+    assert orphan.status.phase == "Succeeded"
+    core.delete_namespaced_pod(orphan.metadata.name, "default")
+    # With propagationPolicy=Background its pods go with it.
+    batch.delete_collection_namespaced_job(
+        "default", label_selector="slipway.dev/release=r1", propagation_policy="Background"
+    )
+    assert batch.list_namespaced_job("default").items == []
+    assert job_pods("migrate") == []
+
     deleted_claim = core.delete_namespaced_persistent_volume_claim(
         "scratch", "default", body=client.V1DeleteOptions(propagation_policy="Background")
     )
     assert deleted_claim.metadata.name == "scratch"  # the object, as the real server answers
     assert core.delete_namespaced_pod("debug", "default").metadata.name == "debug"
-    batch.delete_collection_namespaced_job("default", label_selector="slipway.dev/release=r1")
-    assert batch.list_namespaced_job("default").items == []
     assert core.list_namespaced_pod("default").items == []
     with pytest.raises(client.ApiException) as gone:
         core.delete_namespaced_persistent_volume_claim("scratch", "default")

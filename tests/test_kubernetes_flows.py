@@ -6,10 +6,14 @@ real. The rollout itself with pods as containers is in tests/test_kubernetes_rel
 from __future__ import annotations
 
 import base64
+import os
 import secrets
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +27,7 @@ from tests.kube_app import SERVICES, KubeApp, create_kube_app
 from tests.pg_fixtures import create_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3, pytest.mark.prefect]
+REPO = Path(__file__).resolve().parent.parent
 
 
 def b64(text: str) -> str:
@@ -212,3 +217,58 @@ def test_3_flags_need_a_flags_configmap(stage: Stage) -> None:
     with pytest.raises(PreflightFailed, match="no flags ConfigMap: set flags_configmap"):
         release_flow("v2", f"{stage.name}-noflags", flags={"checkout": "x"})
     assert stage.flags() == flags
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLIPWAY_", "AWS_", "PG"))}
+    return subprocess.run(
+        [sys.executable, "-m", "deployments.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_4_the_commands_of_the_checklist(stage: Stage) -> None:
+    status = cli("status", "--env", stage.name)
+    assert status.returncode == 0, status.stderr
+    # v2, v3 stalled, v2 again from its own ReplicaSet (revision 2 became 4).
+    assert "api: revision 1: v1; revision 3: v3; revision 4: v2 (current)" in status.stdout
+    paused = cli("k8s", "pause", "--env", stage.name, "web")
+    assert (paused.returncode, paused.stdout.strip()) == (0, "web paused"), paused.stderr
+    assert stage.app.apps().read_namespaced_deployment("web", stage.app.namespace).spec.paused
+    resumed = cli("k8s", "resume", "--env", stage.name)
+    assert resumed.stdout.strip() == "api, worker, web resumed", resumed.stderr
+    flags = cli("flags", "set", "--env", stage.name, "checkout=later")
+    assert flags.stdout.strip() == "checkout: on -> later", flags.stderr
+    assert stage.flags() == {"checkout": "later"}
+    back = cli("rollback", "--env", stage.name, "--to-revision", "1", "--service", "api")
+    assert back.returncode == 0, back.stderr
+    assert back.stdout.strip() == f"{stage.name} back on v1 (revision 1); database kept"
+    assert stage.app.answering("api") == "v1"
+    assert stage.app.answering("worker") == "v2"
+    missing = cli("rollback", "--env", stage.name, "--to-revision", "9")
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines() == [
+        "error: no revision 9 of api, worker, web: see `slipway status` for each "
+        "Deployment's revisions"
+    ]
+
+
+def test_5_a_credentials_block_instead_of_a_kubeconfig(stage: Stage) -> None:
+    from pydantic import SecretStr
+
+    from blocks.kubernetes_credentials import KubernetesCredentials
+    from tasks.rollout import open_target
+
+    KubernetesCredentials(server=stage.app.sim.url, token=SecretStr("sa-token")).save(
+        f"{stage.name}-kube", overwrite=True
+    )
+    settings = stage.app.settings(kubeconfig=None, credentials_block=f"{stage.name}-kube")
+    with open_target(settings) as target:
+        assert target.live_versions().services["api"] == ["v1"]
+        report = target.preflight("v2")
+    assert report.checks[0] == f"namespace {stage.app.namespace} answers"

@@ -353,3 +353,24 @@ def test_flags_secrets_and_cleanup_are_saved_and_put_back(app: KubeApp) -> None:
         assert [c.metadata.name for c in left_copies if c.metadata] == [
             later["secret_copies"]["app-secrets"]
         ]
+
+
+def test_only_the_named_containers_take_the_version(app: KubeApp) -> None:
+    sidecar = {"name": "proxy", "image": "registry.example/envoy:1.31"}
+    app.apps().patch_namespaced_deployment(
+        "api",
+        app.namespace,
+        {"spec": {"template": {"spec": {"containers": [sidecar]}}}},
+        _content_type="application/strategic-merge-patch+json",
+    )
+    with target(app, containers={"api": ["api"]}) as t:
+        t.deploy("v2")
+        assert t.live_versions().services["api"] == ["v2"]
+    found = app.apps().read_namespaced_deployment("api", app.namespace)
+    images = {c.name: c.image for c in found.spec.template.spec.containers}
+    assert images == {"api": "registry.example/slipway-demo-api:v2", "proxy": sidecar["image"]}
+    with (
+        target(app, containers={"api": ["api", "cache"]}) as t,
+        pytest.raises(SlipwayError, match="deployment api has no container cache"),
+    ):
+        t.preflight("v2")

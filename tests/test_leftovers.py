@@ -25,6 +25,7 @@ import pytest
 
 from tests.commands import run
 from tests.compose_app import build_images
+from tests.harness import harness_base
 from tests.harness.docker_engine import BASE_IMAGE, HTTP_PORT, DockerEngine, DockerInfo
 from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
@@ -74,9 +75,12 @@ def netns() -> set[str]:
 
 
 def mounts() -> list[str]:
-    """/proc/mounts without the SSH test hosts' namespace files (see SSH_HOSTS)."""
+    """/proc/mounts without what test sessions running beside this one mount: the SSH test
+    hosts' namespace files (see SSH_HOSTS), their Docker engines' data under the harness's
+    base directory (the engine checked here lives elsewhere)."""
     lines = Path("/proc/mounts").read_text().splitlines()
-    return [line for line in lines if " /run/netns/slw" not in line]
+    base = f" {harness_base()}/"
+    return [line for line in lines if " /run/netns/slw" not in line and base not in line]
 
 
 def host_state(*, docker: bool = True) -> dict[str, object]:

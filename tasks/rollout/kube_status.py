@@ -74,10 +74,17 @@ def pod_problems(pods: list[Any]) -> list[str]:
     for pod in pods:
         for container in (pod.status.container_statuses or []) if pod.status else []:
             waiting = container.state.waiting if container.state else None
+            last = container.last_state.terminated if container.last_state else None
             if waiting is None or waiting.reason not in STUCK:
+                if last is not None and (container.restart_count or 0) > 0:
+                    # Caught between two crashes of a loop: it runs, for now.
+                    found.append(
+                        f"pod {pod.metadata.name}: {container.name} restarting "
+                        f"({container.restart_count} restarts), last exit {last.exit_code} "
+                        f"({last.reason or 'terminated'})"
+                    )
                 continue
             text = f"pod {pod.metadata.name}: {container.name} {waiting.reason}"
-            last = container.last_state.terminated if container.last_state else None
             if last is not None:
                 text += f", last exit {last.exit_code} ({last.reason or 'terminated'})"
             elif waiting.message:

@@ -167,3 +167,21 @@ def _containers(pod_spec: dict[str, Any], path: str) -> list[tuple[str, str]]:
         if not container.get("image"):
             causes.append((f"{path}.containers[{n}].image", "Required value"))
     return causes
+
+
+def label_job(job: dict[str, Any]) -> None:
+    """What the API server adds to a new Job once it has a uid: a selector on that uid and
+    the labels that match it on the pod template (unless `spec.manualSelector`)."""
+    spec = job.get("spec") or {}
+    if spec.get("manualSelector"):
+        return
+    uid, name = job["metadata"]["uid"], job["metadata"]["name"]
+    labels = {
+        "batch.kubernetes.io/controller-uid": uid,
+        "batch.kubernetes.io/job-name": name,
+        "controller-uid": uid,
+        "job-name": name,
+    }
+    spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+    template_meta = spec.setdefault("template", {}).setdefault("metadata", {})
+    template_meta["labels"] = {**(template_meta.get("labels") or {}), **labels}

@@ -20,9 +20,16 @@ def image_tag(image: str) -> str:
 
 
 class FakePodRunner(PodRunner):
-    """A Pod without a container: an in-process HTTP server answering its image's tag."""
+    """A Pod without a container: an in-process HTTP server answering its image's tag; a
+    run-to-completion Pod (restartPolicy Never or OnFailure, as a Job's) succeeds at once."""
 
     def _run(self) -> None:
+        if self.spec.get("restartPolicy", "Always") != "Always":
+            self.started_at = now()
+            self.waiting = None
+            self.finished(0)
+            self.stopped.wait()
+            return
         tag = image_tag(self.container["image"])
         body = json.dumps({"status": "ok", "version": tag}).encode()
 

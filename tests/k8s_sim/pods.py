@@ -65,6 +65,8 @@ class PodRunner(threading.Thread):
         self.restarts = 0
         self.waiting: tuple[str, str] | None = ("ContainerCreating", "")
         self.last_terminated: dict[str, Any] | None = None
+        # Set when a container that is not restarted (restartPolicy Never/OnFailure) ended.
+        self.terminated: dict[str, Any] | None = None
         self.container_id = ""
 
     # status
@@ -82,7 +84,9 @@ class PodRunner(threading.Thread):
         }
         if self.container_id:
             status["containerID"] = f"docker://{self.container_id}"
-        if self.waiting is None:
+        if self.terminated is not None:
+            status["state"] = {"terminated": self.terminated}
+        elif self.waiting is None:
             status["state"] = {"running": {"startedAt": self.started_at}}
         else:
             reason, message = self.waiting
@@ -92,6 +96,29 @@ class PodRunner(threading.Thread):
         if self.last_terminated:
             status["lastState"] = {"terminated": self.last_terminated}
         return status
+
+    def phase(self) -> str:
+        if self.terminated is not None:
+            return "Succeeded" if self.terminated["exitCode"] == 0 else "Failed"
+        return "Running" if self.waiting is None else "Pending"
+
+    def finished(self, code: int) -> bool:
+        """Record an exit; True when the restart policy says the Pod is done."""
+        ended = {
+            "exitCode": code,
+            "reason": "Error" if code else "Completed",
+            "startedAt": self.started_at,
+            "finishedAt": now(),
+        }
+        if self.container_id:
+            ended["containerID"] = f"docker://{self.container_id}"
+        policy = self.spec.get("restartPolicy", "Always")
+        if policy == "Never" or (policy == "OnFailure" and code == 0):
+            self.terminated, self.ready = ended, False
+            self.publish()
+            return True
+        self.last_terminated = ended
+        return False
 
     def publish(self) -> None:
         """Write the Pod's status if it changed (no write when the same)."""
@@ -114,8 +141,7 @@ class PodRunner(threading.Thread):
             if pod["metadata"]["uid"] != self.uid:
                 return
             status = pod.setdefault("status", {})
-            running = self.waiting is None
-            status["phase"] = "Running" if running else "Pending"
+            status["phase"] = self.phase()
             status["hostIP"] = "127.0.0.1"
             if self.pod_ip:
                 status["podIP"] = self.pod_ip
@@ -140,10 +166,12 @@ class PodRunner(threading.Thread):
                         "lastTransitionTime": now(),
                     }
                     if value == "False" and kind in ("Ready", "ContainersReady"):
-                        cond["reason"] = "ContainersNotReady"
-                        cond["message"] = (
-                            f"containers with unready status: [{self.container['name']}]"
-                        )
+                        done = self.terminated is not None
+                        cond["reason"] = "PodCompleted" if done else "ContainersNotReady"
+                        if not done:
+                            cond["message"] = (
+                                f"containers with unready status: [{self.container['name']}]"
+                            )
                 conditions.append(cond)
             status["conditions"] = conditions
 
@@ -332,14 +360,9 @@ class DockerPodRunner(PodRunner):
             if self.stopped.is_set():
                 return
             state = created.attrs.get("State") or {}
-            code = int(state.get("ExitCode", 0))
-            self.last_terminated = {
-                "exitCode": code,
-                "reason": "Error" if code else "Completed",
-                "startedAt": self.started_at,
-                "finishedAt": now(),
-                "containerID": f"docker://{self.container_id}",
-            }
+            if self.finished(int(state.get("ExitCode", 0))):
+                self.stopped.wait()  # a finished Pod stays until deleted
+                return
             self.restarts += 1
             self.ready = False
             delay = backoff.take()

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.k8s_sim import access, protobuf, tables
+from tests.k8s_sim.jobs import ORPHAN_WARNING
 from tests.k8s_sim.patch import apply_patch
 from tests.k8s_sim.resources import Resource
 from tests.k8s_sim.routes import NOT_FOUND, Route, list_body, route, scale_of
@@ -66,8 +67,15 @@ class ApiServer:
 
     # verbs
     def handle(
-        self, method: str, target: Route, query: dict[str, str], headers: Any, body: bytes
+        self,
+        method: str,
+        target: Route,
+        query: dict[str, str],
+        headers: Any,
+        body: bytes,
+        warnings: list[str],
     ) -> tuple[int, dict[str, Any]] | Iterator[dict[str, Any]]:
+        """One verb on a resource; `warnings` gets what goes in Warning headers."""
         res, ns, name, sub = target.res, target.namespace or "", target.name, target.sub
         dry_run = query.get("dryRun") == "All"
         if method == "GET" and not name:
@@ -81,9 +89,14 @@ class ApiServer:
         if method == "DELETE" and not name:
             matcher = query_matcher(query.get("labelSelector", ""), query.get("fieldSelector", ""))
             items, _ = self.store.list_objects(res, target.namespace, matcher)
+            policy = _propagation(res, query, body, warnings)
             for item in items:
                 self.store.delete(
-                    res, item["metadata"].get("namespace", ""), item["metadata"]["name"]
+                    res,
+                    item["metadata"].get("namespace", ""),
+                    item["metadata"]["name"],
+                    propagation=policy,
+                    dry_run=dry_run,
                 )
             _, rv = self.store.list_objects(res, target.namespace, lambda o: False)
             return 200, list_body(res, items, rv)
@@ -107,10 +120,7 @@ class ApiServer:
                 res, ns, name, kind, body, subresource=sub, dry_run=dry_run
             )
         if method == "DELETE":
-            options = _json(body) if body.strip() else {}
-            policy = (
-                query.get("propagationPolicy") or options.get("propagationPolicy") or "Background"
-            )
+            policy = _propagation(res, query, body, warnings)
             deleted = self.store.delete(res, ns, name, propagation=policy, dry_run=dry_run)
             if res.delete_returns_object:
                 return 200, deleted
@@ -233,6 +243,23 @@ def _as_tables(res: Resource, events: Iterator[dict[str, Any]]) -> Iterator[dict
         yield event
 
 
+def _propagation(res: Resource, query: dict[str, str], body: bytes, warnings: list[str]) -> str:
+    """A delete's propagation policy: asked (query or DeleteOptions, the deprecated
+    orphanDependents too), else the resource's default: Orphan for batch/v1 Jobs, with the
+    real server's warning."""
+    options = _json(body) if body.strip() else {}
+    policy = query.get("propagationPolicy") or options.get("propagationPolicy")
+    orphan = query.get("orphanDependents") or options.get("orphanDependents")
+    if policy:
+        return str(policy)
+    if orphan is not None:
+        return "Orphan" if str(orphan).lower() == "true" else "Background"
+    if res.kind == "Job":
+        warnings.append(ORPHAN_WARNING)
+        return "Orphan"
+    return "Background"
+
+
 def _access_review(body: bytes) -> dict[str, Any]:
     try:
         return protobuf.access_review(body)
@@ -257,9 +284,13 @@ def _handler(server: ApiServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             del format, args
 
-        def _send(self, status: int, payload: dict[str, Any]) -> None:
+        def _send(
+            self, status: int, payload: dict[str, Any], warnings: tuple[str, ...] = ()
+        ) -> None:
             data = json.dumps(payload).encode()
             self.send_response(status)
+            for warning in warnings:
+                self.send_header("Warning", f'299 - "{warning}"')
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -326,7 +357,8 @@ def _handler(server: ApiServer) -> type[BaseHTTPRequestHandler]:
                     server.store.get(target.res, target.namespace or "", target.name)
                     self._send_text(200, server.logs(target.namespace or "", target.name, query))
                     return
-                answer = server.handle(self.command, target, query, self.headers, body)
+                warnings: list[str] = []
+                answer = server.handle(self.command, target, query, self.headers, body, warnings)
                 as_table = (
                     self.command == "GET"
                     and not target.sub
@@ -338,7 +370,7 @@ def _handler(server: ApiServer) -> type[BaseHTTPRequestHandler]:
                         items = payload.get("items", [payload])
                         rv = str(payload["metadata"].get("resourceVersion", ""))
                         payload = tables.table(target.res, items, rv)
-                    self._send(status, payload)
+                    self._send(status, payload, tuple(warnings))
                 elif as_table:
                     self._stream(_as_tables(target.res, answer))
                 else:

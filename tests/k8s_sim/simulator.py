@@ -14,6 +14,7 @@ from docker.errors import DockerException
 
 from tests.k8s_sim.deployments import DEPLOYMENTS, DeploymentController
 from tests.k8s_sim.fake_pods import FakePodRunner
+from tests.k8s_sim.jobs import JobController
 from tests.k8s_sim.pods import LABEL, PODS, DockerPodRunner, PodRunner
 from tests.k8s_sim.proxy import ServiceProxy
 from tests.k8s_sim.replicasets import ReplicaSetController
@@ -50,7 +51,11 @@ class KubeSimulator:
         self.api = ApiServer(self.store)
         self.api.logs = self._logs
         self.access = self.api.access  # `.forbidden`: (verb, resource) pairs answered 403
-        self._controllers = (DeploymentController(self.store), ReplicaSetController(self.store))
+        self._controllers = (
+            DeploymentController(self.store),
+            ReplicaSetController(self.store),
+            JobController(self.store),
+        )
         self._runners: dict[str, PodRunner] = {}  # pod uid -> its kubelet thread
         self._proxies: dict[tuple[str, str], ServiceProxy] = {}
         self._stop = threading.Event()

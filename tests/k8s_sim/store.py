@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.k8s_sim.defaults import apply_defaults, drop_nulls, validate
+from tests.k8s_sim.defaults import apply_defaults, drop_nulls, label_job, validate
 from tests.k8s_sim.patch import apply_patch
 from tests.k8s_sim.resources import RESOURCES, Resource, resource
 from tests.k8s_sim.store_errors import (
@@ -158,6 +158,8 @@ class Store:
             meta["creationTimestamp"] = now()
             if res.has_generation:
                 meta["generation"] = 1
+            if res.kind == "Job":
+                label_job(obj)
             if dry_run:
                 return dict(obj)
             return self._write(res, namespace, obj, None)
