@@ -30,3 +30,17 @@ def run(
 def slipway(*args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     """Run the `slipway` command line with exactly this environment."""
     return run([*SLIPWAY, *args], env)
+
+
+def start_slipway(*args: str, env: Mapping[str, str]) -> subprocess.Popen[str]:
+    """`slipway ARGS` in the background, in its own process group (a test may kill the
+    whole group), its output discarded."""
+    return subprocess.Popen(
+        [*SLIPWAY, *args],
+        cwd=REPO,
+        env=dict(env),
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )

@@ -9,7 +9,6 @@ import base64
 import os
 import secrets
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.commands import slipway
 from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.procs import wait_until
@@ -221,15 +221,7 @@ def test_3_flags_need_a_flags_configmap(stage: Stage) -> None:
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLIPWAY_", "AWS_", "PG"))}
-    return subprocess.run(
-        [sys.executable, "-m", "deployments.cli", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return slipway(*args, env=env)
 
 
 def test_4_the_commands_of_the_checklist(stage: Stage) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.commands import slipway, start_slipway
 from tests.harness.docker_engine import DockerInfo
 from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
@@ -59,27 +59,10 @@ class Stage:
         return snapshot(self.pg, self.env.database)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "deployments.cli", *args],
-            cwd=REPO,
-            env=self.cli_env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        return slipway(*args, env=self.cli_env)
 
     def start(self, *args: str) -> subprocess.Popen[str]:
-        """`slipway ARGS` in the background, in its own process group."""
-        return subprocess.Popen(
-            [sys.executable, "-m", "deployments.cli", *args],
-            cwd=REPO,
-            env=self.cli_env,
-            text=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        return start_slipway(*args, env=self.cli_env)
 
     def failed_line(self, version: str) -> str:
         """`slipway release VERSION`, which must fail in one line: that line."""

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from blocks.rollout_ssh import SshTargetSettings
+from tests.commands import slipway, start_slipway
 from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.procs import wait_until
@@ -62,27 +63,11 @@ class Stage:
         """What the first deploy step runs on that host for that version."""
         (self.app.info.host(host).root / "releases" / version / "hook.sh").write_text(script)
 
-    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "deployments.cli", *args],
-            cwd=REPO,
-            env=self.cli_env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return slipway(*args, env=self.cli_env)
 
     def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "deployments.cli", *args],
-            cwd=REPO,
-            env=self.cli_env,
-            text=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        return start_slipway(*args, env=self.cli_env)
 
 
 def environment_yaml(

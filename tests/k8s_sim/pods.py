@@ -341,12 +341,16 @@ class DockerPodRunner(PodRunner):
                     self.host_ports[int(key.split("/")[0])] = int(bindings[0]["HostPort"])
             self.ready = False
             self.publish()
+            probe = self.container.get("readinessProbe") or {}
+            period = min(float(probe.get("periodSeconds", 10)), self.sim.probe_interval)
             while not self.stopped.is_set():
+                # Look first, then judge: as the kubelet's relist, a container that dies at
+                # once is never seen running, so never Ready.
+                self.stopped.wait(period)
                 created.reload()
                 if created.status not in ("running", "created"):
                     break
                 ok = self.probe_ok()
-                probe = self.container.get("readinessProbe") or {}
                 failures = 0 if ok else failures + 1
                 if ok and not self.ready:
                     self.ready = True
@@ -354,9 +358,6 @@ class DockerPodRunner(PodRunner):
                 elif not ok and self.ready and failures >= int(probe.get("failureThreshold", 3)):
                     self.ready = False
                     self.publish()
-                self.stopped.wait(
-                    min(float(probe.get("periodSeconds", 10)), self.sim.probe_interval)
-                )
             if self.stopped.is_set():
                 return
             state = created.attrs.get("State") or {}
