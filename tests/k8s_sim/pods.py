@@ -332,24 +332,26 @@ class DockerPodRunner(PodRunner):
                 self.publish()
                 self.stopped.wait(backoff.take())
                 continue
-            self.started_at = now()
-            self.waiting = None
+            started = now()
             network = created.attrs.get("NetworkSettings") or {}
             self.pod_ip = str(network.get("IPAddress") or "")
             for key, bindings in (network.get("Ports") or {}).items():
                 if bindings:
                     self.host_ports[int(key.split("/")[0])] = int(bindings[0]["HostPort"])
             self.ready = False
-            self.publish()
             probe = self.container.get("readinessProbe") or {}
             period = min(float(probe.get("periodSeconds", 10)), self.sim.probe_interval)
+            seen_running = False
             while not self.stopped.is_set():
-                # Look first, then judge: as the kubelet's relist, a container that dies at
-                # once is never seen running, so never Ready.
+                # Look, then report: as with the kubelet's periodic relist, a container that
+                # dies at once is never reported running (nor Ready).
                 self.stopped.wait(period)
                 created.reload()
                 if created.status not in ("running", "created"):
                     break
+                if not seen_running:
+                    seen_running, self.started_at, self.waiting = True, started, None
+                    self.publish()
                 ok = self.probe_ok()
                 failures = 0 if ok else failures + 1
                 if ok and not self.ready:
@@ -360,6 +362,7 @@ class DockerPodRunner(PodRunner):
                     self.publish()
             if self.stopped.is_set():
                 return
+            self.started_at = started
             state = created.attrs.get("State") or {}
             if self.finished(int(state.get("ExitCode", 0))):
                 self.stopped.wait()  # a finished Pod stays until deleted
