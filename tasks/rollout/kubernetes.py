@@ -203,7 +203,7 @@ class KubernetesTarget(OrderedRollout):
         except ApiException as exc:
             if exc.status == 404:
                 return []
-            raise
+            deployment = self.deployment(service)  # the same error, as one line
         return sorted({image_tag(c.image) for c in self._containers(deployment)})
 
     def start_service(self, service: str, version: str) -> None:
