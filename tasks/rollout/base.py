@@ -260,9 +260,6 @@ class OrderedRollout(ClosingTarget):
     # -- what each target implements ------------------------------------------------------
 
     @abstractmethod
-    def describe(self) -> str: ...
-
-    @abstractmethod
     def preflight(self, version: str | None = None) -> PreflightReport: ...
 
     @abstractmethod

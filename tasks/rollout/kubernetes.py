@@ -301,9 +301,6 @@ class KubernetesTarget(OrderedRollout):
         )
         return list(found.items)
 
-    def usage(self) -> dict[str, int]:
-        return {}
-
     # -- what a release saves besides the version (kube_release_state) ----------------------
 
     def save_state(self, release_id: str, flags: dict[str, str]) -> dict[str, Any]:
