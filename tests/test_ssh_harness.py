@@ -278,7 +278,13 @@ def test_stop_leaves_no_namespace_link_or_process(ssh_hosts: SshHostsInfo, base:
         started = subprocess.Popen(
             ["ip", "netns", "exec", host.netns, "sleep", "600"], start_new_session=True
         )
-        assert started.pid in netns.pids(host.netns)
+        # `ip netns exec` enters the namespace a moment after it starts.
+        wait_until(
+            lambda: started.pid in netns.pids(host.netns),
+            timeout=10,
+            what="the process entering the namespace",
+            interval=0.05,
+        )
     finally:
         service.stop()
     started.wait(timeout=10)
