@@ -13,8 +13,8 @@ BENCHES ?= backup_bench mirror_bench release_bench ssh_release_bench
 # PyPI with the dev dependencies (`make sync`), not from here.
 PACKAGES_demo := postgresql-15
 PACKAGES_test := $(PACKAGES_demo) docker.io docker-compose docker-registry openssh-server \
-	iproute2 sudo busybox-static chromium
-PACKAGES_bench := $(PACKAGES_test) rclone zstd curl
+	iproute2 sudo busybox-static chromium age zstd
+PACKAGES_bench := $(PACKAGES_test) rclone curl
 
 # Why each package is there (printed before anything is installed).
 WHY_postgresql-15 := PostgreSQL 15 server and client: a throwaway database, pg_dump, pg_restore
@@ -27,7 +27,8 @@ WHY_sudo := what a non-root deploy user runs systemctl through on the SSH test h
 WHY_busybox-static := the static busybox the test images are built from
 WHY_chromium := the browser the Prefect UI test drives
 WHY_rclone := a baseline the benchmarks compare against
-WHY_zstd := the zstd command of the benchmarks' shell baseline
+WHY_age := decrypts an encrypted backup by hand, as the README shows (no Slipway needed)
+WHY_zstd := decompresses a backup by hand (README) and the benchmarks' shell baseline
 WHY_curl := the curl health loop of the SSH runbook baseline
 
 .PHONY: help system-deps sync install lint typecheck check test demo bench
