@@ -32,6 +32,7 @@ from tasks.rollout import RolloutTarget, open_target
 from tasks.rollout.steps import (
     app_health_task,
     deploy_task,
+    prune_task,
     save_state_task,
     stop_services_task,
 )
@@ -188,8 +189,17 @@ def release(
             ) from exc
         journal.finish("succeeded")
         create_markdown_artifact(release_report(record, preflight), key="release-report")
+        _prune(target)
     logger.info("release %s to %s succeeded (was %s)", version, env, before)
     return record.model_dump(mode="json")
+
+
+def _prune(target: RolloutTarget) -> None:
+    # The release succeeded: a failure to tidy up is a warning, never a failed release.
+    try:
+        get_run_logger().info("pruned: %s", prune_task(target))
+    except Exception as exc:
+        get_run_logger().warning("pruning after the release failed: %s", exc)
 
 
 def _database_outcome(outcome: dict[str, Any], migrated: bool) -> str:

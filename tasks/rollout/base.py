@@ -183,6 +183,11 @@ class RolloutTarget(Protocol):
         """After a rollback: delete the release's temporary objects; what was deleted."""
         ...
 
+    def prune(self) -> list[str]:
+        """After a release succeeded: drop what no rollback needs any more (ECS: task
+        definition revisions beyond the kept ones); what was dropped."""
+        ...
+
     def to_revision(self, number: int, services: Sequence[str] | None = None) -> RolloutReport:
         """Put a kept revision back on the services (all by default), each gated, in order;
         raises `SlipwayError` where the target keeps no revisions, or one lacks it."""
@@ -228,6 +233,9 @@ class ClosingTarget(ABC):
 
     def cleanup(self, release_id: str) -> list[str]:
         del release_id
+        return []
+
+    def prune(self) -> list[str]:
         return []
 
     def to_revision(self, number: int, services: Sequence[str] | None = None) -> RolloutReport:

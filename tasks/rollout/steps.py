@@ -56,3 +56,9 @@ def restore_state_task(target: RolloutTarget, record: dict[str, Any]) -> str:
 def cleanup_task(target: RolloutTarget, release_id: str) -> str:
     """Prefect task: the release's temporary objects deleted; says which."""
     return ", ".join(target.cleanup(release_id)) or "nothing to delete"
+
+
+@task(cache_policy=NO_CACHE, name="prune-target")
+def prune_task(target: RolloutTarget) -> str:
+    """Prefect task: after a release succeeded, what no rollback needs any more, dropped."""
+    return ", ".join(target.prune()) or "nothing to prune"
