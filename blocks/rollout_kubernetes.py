@@ -92,6 +92,12 @@ class KubernetesTargetSettings(BaseModel):
         description="Temporary objects deleted after a rollback, besides those labelled "
         "slipway.dev/release=<release id>.",
     )
+    check_images: bool = Field(
+        default=False,
+        description="Preflight looks each new image up in its registry, through the Docker "
+        "engine at DOCKER_HOST (with its registry logins), so a release of a tag never "
+        "pushed stops before anything changes.",
+    )
     rollout_timeout_seconds: float = Field(
         default=600.0,
         gt=0,

@@ -9,6 +9,7 @@ simulator's Service-like port.
 
 from __future__ import annotations
 
+import base64
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +25,19 @@ SERVICES = ("api", "worker", "web")
 REPOSITORY = "registry.example/slipway-demo"
 
 
-def write_kubeconfig(path: Path, url: str, namespace: str) -> Path:
+def write_kubeconfig(
+    path: Path, url: str, namespace: str, *, ca_pem: str | None = None, token: str | None = None
+) -> Path:
+    cluster: dict[str, str] = {"server": url}
+    if ca_pem:
+        cluster["certificate-authority-data"] = base64.b64encode(ca_pem.encode()).decode()
     path.write_text(
         yaml.safe_dump(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [{"name": "sim", "cluster": {"server": url}}],
-                "users": [{"name": "slipway", "user": {"token": "not-checked"}}],
+                "clusters": [{"name": "sim", "cluster": cluster}],
+                "users": [{"name": "slipway", "user": {"token": token or "not-checked"}}],
                 "contexts": [
                     {
                         "name": "sim",
@@ -157,6 +163,12 @@ def create_kube_app(
     namespace = f"demo-{secrets.token_hex(3)}"
     configuration = client.Configuration()
     configuration.host = sim.url
+    if sim.token:
+        configuration.api_key = {"authorization": f"Bearer {sim.token}"}
+    if sim.ca_pem:
+        ca = tmp / "sim-ca.crt"
+        ca.write_text(sim.ca_pem)
+        configuration.ssl_ca_cert = str(ca)
     api = client.ApiClient(configuration)
     client.CoreV1Api(api).create_namespace(
         client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace))
@@ -166,5 +178,7 @@ def create_kube_app(
             name, f"{repository}-{name}:{initial}", deadline=deadline, probe=probe
         )  # the API takes the JSON form as well as its models
         client.AppsV1Api(api).create_namespaced_deployment(namespace, body)
-    kubeconfig = write_kubeconfig(tmp / f"kubeconfig-{namespace}", sim.url, namespace)
+    kubeconfig = write_kubeconfig(
+        tmp / f"kubeconfig-{namespace}", sim.url, namespace, ca_pem=sim.ca_pem, token=sim.token
+    )
     return KubeApp(sim, namespace, kubeconfig, api, health=health)

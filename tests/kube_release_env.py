@@ -192,6 +192,7 @@ def save_kube_release_environment(
         kubeconfig=str(kubeconfig),
         health_checks={s: [check(s)] for s in SERVICES},
         rollout_timeout_seconds=60,
+        check_images=True,
     )
     Environment(
         database_block=f"{name}-database",

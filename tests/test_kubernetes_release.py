@@ -97,9 +97,21 @@ def stage(
     with KubeSimulator(docker_engine.host, backoff_base=2.0, backoff_cap=10.0) as sim:
         env = save_kube_release_environment(root, sim, postgres, s3, docker_engine.registry)
         base = {k: v for k, v in os.environ.items() if not k.startswith(("SLIPWAY_", "AWS_", "PG"))}
-        cli_env = base | {"PREFECT_API_URL": prefect_server.api_url}
+        # The engine preflight asks whether each new image is in the registry.
+        cli_env = base | {
+            "PREFECT_API_URL": prefect_server.api_url,
+            "DOCKER_HOST": docker_engine.host,
+        }
         yield Stage(env, postgres, cli_env)
         assert sim.errors == []
+
+
+def list_journals(stage: Stage) -> list[Any]:
+    from blocks.object_storage import ObjectStorage
+    from tasks.release.journal import list_releases
+
+    store = ObjectStorage.resolve(f"{stage.name}-store")
+    return list(list_releases(store.client(), store, stage.name))
 
 
 def journal(stage: Stage, release_id: str | None = None) -> Any:
@@ -194,3 +206,15 @@ def test_5_a_crash_looping_pod_is_named_with_its_exit_code(stage: Stage) -> None
     assert f"last exit {CRASH_CODE}" in line, line
     assert "rolled back to v2" in line, line
     stage.on_v2()
+
+
+def test_6_an_image_never_pushed_stops_the_release_before_anything_changes(stage: Stage) -> None:
+    before = stage.db()
+    releases = len(list_journals(stage))
+    line = stage.failed_line("v9")
+    assert line.startswith("error: "), line
+    assert "/slipway-demo/api:v9" in line, line
+    assert "is in no registry: push it" in line, line
+    assert stage.env.templates() == ALL_V2
+    assert stage.db() == before
+    assert len(list_journals(stage)) == releases  # preflight: no release was started

@@ -186,8 +186,6 @@ class KubeReleaseState:
     def cleanup(self, release_id: str) -> list[str]:
         """Delete the release's temporary Jobs, Pods and PVCs (labelled, or named in the
         environment); missing ones are fine. What was deleted."""
-        from kubernetes.client.exceptions import ApiException
-
         selector = f"{RELEASE_LABEL}={release_id}"
         kinds = {
             "job": (self._batch().list_namespaced_job, self._batch().delete_namespaced_job),
@@ -209,15 +207,16 @@ class KubeReleaseState:
             names = {item.metadata.name for item in labelled.items}
             names |= set(getattr(named, f"{kind}s"))
             for name in sorted(names):
-                try:
-                    delete(name, self.namespace, propagation_policy="Background")
-                except ApiException as exc:
-                    if exc.status == 404:
-                        continue
-                    raise SlipwayError(
-                        f"deleting {kind} {name}: {exc.status} {exc.reason}"
-                    ) from exc
-                deleted.append(f"{kind} {name}")
+                gone = self.target.call(
+                    f"deleting {kind} {name}",
+                    delete,
+                    name,
+                    self.namespace,
+                    propagation_policy="Background",
+                    missing_ok=True,
+                )
+                if gone is not None:  # --ignore-not-found: a 404 is nothing to report
+                    deleted.append(f"{kind} {name}")
         return deleted
 
     def prune_copies(self, keep: int) -> list[str]:

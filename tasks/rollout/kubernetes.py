@@ -19,12 +19,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from blocks.errors import ConfigError, SlipwayError
+from blocks.errors import SlipwayError
 from blocks.health_check import HealthCheck
 from blocks.rollout_kubernetes import KubernetesTargetSettings
-from blocks.text import one_line
 from tasks.rollout.base import OrderedRollout, PreflightReport, RolloutReport
 from tasks.rollout.health import Observation
+from tasks.rollout.kube_api import api_call, api_client
 from tasks.rollout.kube_status import image_tag, pod_problems, revision, rollout_status, with_tag
 
 STOPPED = "slipway.dev/stopped-replicas"
@@ -44,29 +44,6 @@ KEEP_ANNOTATIONS = frozenset(
 )
 STRATEGIC = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
-
-
-def api_client(settings: KubernetesTargetSettings) -> Any:
-    """A `kubernetes.client.ApiClient` as the settings say to reach the cluster."""
-    from kubernetes import client, config
-
-    if settings.credentials_block:
-        from blocks.kubernetes_credentials import KubernetesCredentials
-
-        return KubernetesCredentials.resolve(settings.credentials_block).api_client()
-    try:
-        if settings.in_cluster:
-            configuration = client.Configuration()
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            return client.ApiClient(configuration)
-        return config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=settings.kubeconfig, context=settings.context
-        )
-    except config.ConfigException as exc:
-        raise ConfigError(
-            f"no way to reach the cluster ({one_line(str(exc), 120)}): set kubeconfig and "
-            "context, in_cluster, or credentials_block"
-        ) from exc
 
 
 class KubernetesTarget(OrderedRollout):
@@ -103,26 +80,12 @@ class KubernetesTarget(OrderedRollout):
 
         return client.CoreV1Api(self.api)
 
-    def call(self, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
-        """One API call; its failure as one line naming what was asked."""
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
-        try:
-            return call(*args, **kwargs)
-        except ApiException as exc:
-            reason = exc.reason or ""
-            if exc.status == 403:
-                raise SlipwayError(
-                    f"{what}: forbidden: give Slipway's service account that permission "
-                    f"in namespace {self.settings.namespace}"
-                ) from exc
-            raise SlipwayError(f"{what}: {exc.status} {reason}".strip()) from exc
-        except (HTTPError, OSError) as exc:
-            raise SlipwayError(
-                f"{what}: the API server does not answer ({one_line(str(exc), 120)}): check "
-                "the kubeconfig's server, or credentials_block"
-            ) from exc
+    def call(
+        self, what: str, call: Any, *args: Any, missing_ok: bool = False, **kwargs: Any
+    ) -> Any:
+        """One API call; its failure as one line naming what was asked (`missing_ok`: None
+        for a 404)."""
+        return api_call(self.settings.namespace, what, call, *args, missing_ok=missing_ok, **kwargs)
 
     def deployment(self, name: str) -> Any:
         return self.call(
@@ -143,6 +106,7 @@ class KubernetesTarget(OrderedRollout):
         namespace = self.settings.namespace
         self.call(f"reading namespace {namespace}", self._core().read_namespace, namespace)
         checks = [f"namespace {namespace} answers"]
+        images: list[str] = []
         denied = [
             f"{verb} {resource}"
             for verb, resource in (
@@ -169,6 +133,18 @@ class KubernetesTarget(OrderedRollout):
                 )
             paused = " (paused)" if deployment.spec.paused else ""
             checks.append(f"deployment {name} revision {self._revision(deployment)}{paused}")
+            if version is not None:
+                images.extend(with_tag(c.image, version) for c in self._containers(deployment))
+        if self.settings.check_images and images:
+            from tasks.rollout.registry_check import missing_images
+
+            missing = missing_images(images)
+            if missing:
+                raise SlipwayError(
+                    f"image {', '.join(missing)} is in no registry: push it, or release "
+                    "a version that was built"
+                )
+            checks.append(f"{len(set(images))} images of {version} found in their registries")
         return PreflightReport(self.describe(), checks)
 
     def _allowed(self, verb: str, resource: str) -> bool:
@@ -196,14 +172,15 @@ class KubernetesTarget(OrderedRollout):
         )
 
     def service_versions(self, service: str) -> list[str]:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            deployment = self._apps().read_namespaced_deployment(service, self.settings.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return []
-            deployment = self.deployment(service)  # the same error, as one line
+        deployment = self.call(
+            f"reading deployment {service}",
+            self._apps().read_namespaced_deployment,
+            service,
+            self.settings.namespace,
+            missing_ok=True,
+        )
+        if deployment is None:
+            return []
         return sorted({image_tag(c.image) for c in self._containers(deployment)})
 
     def start_service(self, service: str, version: str) -> None:

@@ -1,8 +1,10 @@
 """The simulated API server's HTTP layer: the REST verbs on each resource (and its
 `status`, `scale` and `log` subresources), watch streams, access checks and Tables.
 
-Paths are resolved in routes.py as the real server has them. Plain HTTP/1.1, JSON only (a
-protobuf body gets 415); an `Authorization` header is accepted and ignored. A watch
+Paths are resolved in routes.py as the real server has them. HTTP/1.1, JSON only (a
+protobuf body gets 415); plain HTTP by default, HTTPS with a `tls` context. With a `token`,
+a request without `Authorization: Bearer <token>` gets 401 as the real server answers an
+unauthenticated one; without, the header is accepted and ignored. A watch
 (`?watch=true`) answers a chunked stream of JSON events, one per line:
 `{"type": "ADDED"|"MODIFIED"|"DELETED"|"BOOKMARK", "object": {...}}`. With
 `Accept: ...;as=Table` (kubectl get), GET answers a `meta.k8s.io/v1` Table.
@@ -11,6 +13,7 @@ protobuf body gets 415); an `Authorization` header is accepted and ignored. A wa
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,8 +36,11 @@ DEFAULT_WATCH_SECONDS = 1800
 class ApiServer:
     """The HTTP server on a free 127.0.0.1 port, serving `store`."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self, store: Store, tls: ssl.SSLContext | None = None, token: str | None = None
+    ) -> None:
         self.store = store
+        self.token = token
         self.access = access.Access()
         # A Pod's log text: (namespace, name, query) -> text; the simulator sets it.
         self.logs: Callable[[str, str, dict[str, str]], str] = lambda ns, name, query: ""
@@ -43,6 +49,9 @@ class ApiServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._server.block_on_close = False
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        self._scheme = "https" if tls is not None else "http"
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -53,7 +62,7 @@ class ApiServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self._scheme}://{host!s}:{port}"
 
     def start(self) -> None:
         self._thread.start()
@@ -260,6 +269,13 @@ def _propagation(res: Resource, query: dict[str, str], body: bytes, warnings: li
     return "Background"
 
 
+def _bearer(header: str | None, token: str) -> bool:
+    # The API server's bearer token authenticator takes the scheme in any case (the Python
+    # client's in-cluster loader sends "bearer").
+    scheme, _, value = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and value.strip() == token
+
+
 def _access_review(body: bytes) -> dict[str, Any]:
     try:
         return protobuf.access_review(body)
@@ -327,6 +343,8 @@ def _handler(server: ApiServer) -> type[BaseHTTPRequestHandler]:
             split = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(split.query).items()}
             try:
+                if server.token and not _bearer(self.headers.get("Authorization"), server.token):
+                    raise ApiError(401, "Unauthorized", "Unauthorized")
                 protobuf = "protobuf" in (self.headers.get("Content-Type") or "") and body
                 if split.path == access.REVIEW_PATH and self.command == "POST":
                     review = _access_review(body) if protobuf else _json(body)

@@ -21,6 +21,7 @@ from tests.k8s_sim.replicasets import ReplicaSetController
 from tests.k8s_sim.selectors import selector_matches
 from tests.k8s_sim.server import ApiServer
 from tests.k8s_sim.store import Store
+from tests.k8s_sim.tls import ServingCert
 from tests.k8s_sim.workloads import pod_ready
 
 
@@ -30,7 +31,9 @@ class KubeSimulator:
     `docker_host`: a DOCKER_HOST value (the harness's `DockerInfo.host`) to run each Pod's
     first container for real; None runs Pods as in-process fakes. `backoff_base`/
     `backoff_cap`: the image pull and crash-loop backoff (the kubelet's 10 s to 300 s,
-    scaled down); `probe_interval`: the longest wait between readiness probes.
+    scaled down); `probe_interval`: the longest wait between readiness probes. `tls`: serve
+    HTTPS with a certificate from a throwaway CA (`ca_pem`); `token`: the only bearer token
+    accepted (401 otherwise).
     """
 
     def __init__(
@@ -41,6 +44,8 @@ class KubeSimulator:
         backoff_cap: float = 5.0,
         probe_interval: float = 0.5,
         sync_interval: float = 0.2,
+        tls: bool = False,
+        token: str | None = None,
     ) -> None:
         self.id = secrets.token_hex(4)
         self.docker_host = docker_host
@@ -48,7 +53,10 @@ class KubeSimulator:
         self.probe_interval, self.sync_interval = probe_interval, sync_interval
         self.never_ready: set[str] = set()  # image substrings whose Pods never become Ready
         self.store = Store()
-        self.api = ApiServer(self.store)
+        cert = ServingCert() if tls else None
+        self.ca_pem = cert.ca_pem if cert else None  # what clients trust (a pod's ca.crt)
+        self.token = token
+        self.api = ApiServer(self.store, cert.context() if cert else None, token)
         self.api.logs = self._logs
         self.access = self.api.access  # `.forbidden`: (verb, resource) pairs answered 403
         self._controllers = (
