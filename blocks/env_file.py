@@ -4,8 +4,8 @@ Secrets in the file are `${ENV_VAR}` references, expanded from the environment w
 applied; a literal secret is refused, so the file can live in git. One file writes:
 `<name>-database` (PostgresDatabase), `<name>-store` (ObjectStorage), `<name>-slack`
 (SlackNotifier) and `<name>-telegram` (TelegramNotifier) when configured, `<name>-ssh`
-(SshCredentials) for an ssh target's key and secret variables, and the `Environment` block
-`<name>` that names them.
+(SshCredentials) for an ssh target's key and secret variables, `<name>-aws` (AwsCredentials)
+for an ecs target's keys, and the `Environment` block `<name>` that names them.
 
     name: production
     database: {url: "postgresql://app@db:5432/app", password: "${DB_PASSWORD}"}
@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from blocks.config_check import combined
 from blocks.environment_settings import BucketBackup, MigrationSettings, ReleasePolicy
 from blocks.errors import ConfigError
-from blocks.rollout import HealthCheck, SshTargetSettings, TargetSettings
+from blocks.rollout import EcsTargetSettings, HealthCheck, SshTargetSettings, TargetSettings
 from blocks.settings import PostgresSettings
 
 REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -49,6 +49,9 @@ SECRET_PATHS = (
     ("notifiers", "telegram", "bot_token"),
     ("ssh", "private_key"),
     ("ssh", "passphrase"),
+    ("aws", "secret_access_key"),
+    ("aws", "session_token"),
+    ("aws", "external_id"),
 )
 
 
@@ -136,6 +139,30 @@ class SshSpec(BaseModel):
         return value
 
 
+class AwsSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    access_key_id: str | None = Field(
+        default=None, description="The ecs target's access key id (empty: boto3's standard chain)."
+    )
+    secret_access_key: str | None = Field(
+        default=None, description='Its secret, as a reference: "${AWS_SECRET_ACCESS_KEY}".'
+    )
+    session_token: str | None = Field(
+        default=None,
+        description='A session token of temporary keys, as a reference: "${AWS_SESSION_TOKEN}".',
+    )
+    role_arn: str | None = Field(
+        default=None, description="A role to assume with these keys (or the standard chain's)."
+    )
+    external_id: str | None = Field(
+        default=None,
+        description='The external id the role requires, as a reference: "${AWS_EXTERNAL_ID}".',
+    )
+    endpoint_url: str | None = Field(
+        default=None, description="One endpoint for every AWS API (empty: AWS's)."
+    )
+
+
 class EnvironmentFile(BaseModel):
     """The file's shape: the Environment block's fields plus its sub-blocks inline."""
 
@@ -169,6 +196,9 @@ class EnvironmentFile(BaseModel):
     )
     buckets: list[BucketBackup] = Field(
         default_factory=list, description="The app's buckets in the nightly backup."
+    )
+    aws: AwsSpec | None = Field(
+        default=None, description="Keys of an ecs target, kept in the `<name>-aws` block."
     )
 
 
@@ -253,6 +283,10 @@ def load_environment_file(path: Path) -> EnvironmentFile:
             problems.append(
                 f"ssh in {path} is for an ssh target; this target is {spec.target.kind}"
             )
+        if spec.aws is not None and spec.target.kind != "ecs":
+            problems.append(
+                f"aws in {path} is for an ecs target; this target is {spec.target.kind}"
+            )
     if problems or spec is None:
         raise combined(problems, str(path))
     return spec
@@ -328,6 +362,10 @@ def apply_environment(spec: EnvironmentFile) -> list[str]:
         written.append(f"{name}-ssh")
         if target.credentials_block is None:
             target = target.model_copy(update={"credentials_block": f"{name}-ssh"})
+    if spec.aws is not None and isinstance(target, EcsTargetSettings):
+        written.append(_save_aws(spec.aws, f"{name}-aws"))
+        if target.credentials_block is None:
+            target = target.model_copy(update={"credentials_block": f"{name}-aws"})
     Environment(
         database_block=f"{name}-database",
         store_block=f"{name}-store",
@@ -341,3 +379,20 @@ def apply_environment(spec: EnvironmentFile) -> list[str]:
     ).save(name, overwrite=True)
     written.append(name)
     return written
+
+
+def _save_aws(aws: AwsSpec, block_name: str) -> str:
+    from blocks.aws_credentials import AwsCredentials
+
+    def secret(value: str | None) -> SecretStr | None:
+        return SecretStr(value) if value else None
+
+    AwsCredentials(
+        access_key_id=aws.access_key_id or None,
+        secret_access_key=secret(aws.secret_access_key),
+        session_token=secret(aws.session_token),
+        role_arn=aws.role_arn or None,
+        external_id=secret(aws.external_id),
+        endpoint_url=aws.endpoint_url or None,
+    ).save(block_name, overwrite=True)
+    return block_name

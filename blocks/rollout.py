@@ -1,7 +1,7 @@
 """Typed settings for rollouts: each kind of target (health checks are in `health_check`).
 
-`TargetSettings` is chosen by `kind` (`compose`, `ssh`, `kubernetes`; `ecs` will follow, each
-a model of its own added to the union), so each kind validates its own keys.
+`TargetSettings` is chosen by `kind` (`compose`, `ssh`, `kubernetes`, `ecs`: each a model of
+its own in the union), so each kind validates its own keys.
 A `kind`-less target is a compose one (what environments saved before `kind` hold).
 Plain pydantic models, part of the `Environment` block (their field descriptions are its
 UI form). Semantic mistakes raise `ConfigError` (one line), not a validation report.
@@ -26,6 +26,7 @@ from pydantic import (
 
 from blocks.errors import ConfigError
 from blocks.health_check import HealthCheck as HealthCheck
+from blocks.rollout_ecs import EcsTargetSettings as EcsTargetSettings
 from blocks.rollout_kubernetes import KubernetesTargetSettings as KubernetesTargetSettings
 from blocks.rollout_ssh import SshTargetSettings as SshTargetSettings
 
@@ -145,10 +146,11 @@ TargetSettings = Annotated[
         Annotated[ComposeTargetSettings, Tag("compose")],
         Annotated[SshTargetSettings, Tag("ssh")],
         Annotated[KubernetesTargetSettings, Tag("kubernetes")],
+        Annotated[EcsTargetSettings, Tag("ecs")],
     ],
     Discriminator(
         _kind,
         custom_error_type="target_kind",
-        custom_error_message="unknown target kind: the kinds are compose, ssh, kubernetes",
+        custom_error_message="unknown target kind: the kinds are compose, ssh, kubernetes, ecs",
     ),
 ]

@@ -95,14 +95,15 @@ def rollback_cmd(
         typer.Option(
             "--to-revision",
             min=1,
-            help="Kubernetes: put this revision of the Deployments back (see `slipway "
-            "status`), as `kubectl rollout undo --to-revision`; database and journal untouched.",
+            help="Kubernetes: put this revision of the Deployments back, as `kubectl rollout "
+            "undo --to-revision`; ECS: task definition revision N of each family (see `slipway "
+            "status`). Database and journal untouched.",
             show_default=False,
         ),
     ] = None,
     services: Annotated[
         list[str] | None,
-        typer.Option("--service", help="With --to-revision: only this Deployment (repeatable)."),
+        typer.Option("--service", help="With --to-revision: only this service (repeatable)."),
     ] = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -134,7 +135,8 @@ def status_cmd(env: EnvOpt, as_json: JsonOpt = False) -> None:
 
     --json: {"environment", "live_version", "services", "lock", "releases": [{"id",
     "version", "previous_version", "status", "error"}], "unfinished": ["id", ...],
-    "revisions": {service: ["revision N: version (current)", ...]} (Kubernetes)}.
+    "revisions": {service: [one line per kept revision (Kubernetes: its ReplicaSets) or
+    deployment (ECS)]}}.
     """
     _checked(env)
     require_prefect_api()  # blocks are read from it: the local API when none is set

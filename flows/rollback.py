@@ -117,8 +117,8 @@ def rollback(
             since the pre-release backup is replaced (the old database is kept aside).
         inside_release: Set by the release flow, which already holds the environment's lock.
         to_revision: Instead, put this kept revision back (a Kubernetes target's ReplicaSet,
-            as `kubectl rollout undo --to-revision`) on `services` (default: all); the
-            database and the journal are left alone.
+            as `kubectl rollout undo --to-revision`; an ECS task definition revision) on
+            `services` (default: all); the database and the journal are left alone.
         services: The services `to_revision` applies to.
     """
     if to_version is not None:

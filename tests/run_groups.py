@@ -43,6 +43,9 @@ RELEASES = [
     "test_kubernetes_target.py",
     "test_kubernetes_flows.py",
     "test_k8s_simulator.py",
+    "test_ecs_target.py",
+    "test_ecs_simulator.py",
+    "test_ecs_release.py",
 ]
 
 

@@ -80,7 +80,8 @@ def test_references_are_expanded(tmp_path: Path) -> None:
         (("services: [api, worker, web]", "services: [api, api]"), "each service once"),
         (("policy: {", "policy: {surprise: 1, "), "policy.surprise"),
         # Each kind of target validates its own keys.
-        (("target: {", "target: {kind: ecs, "), "target: unknown target kind: the kinds are"),
+        (("target: {", "target: {kind: nomad, "), "target: unknown target kind: the kinds are"),
+        (("target: {", "target: {kind: ecs, "), "target.ecs.project_directory"),
         (("target: {", "target: {kind: compose, cluster: x, "), "target.compose.cluster"),
     ],
 )

@@ -3,7 +3,8 @@
 Parametrised over kinds of target: compose (the demo app of tests/compose_app.py on the
 harness's Docker engine, its images pulled from the harness's registry), on Compose v2 and
 on v1; ssh (the stand-in systemd app of tests/ssh_app.py on three real sshd hosts, each in
-its own network namespace). Each later target (kubernetes, ecs) adds itself: a `Rig`
+its own network namespace); kubernetes and ecs on their API simulators (tests/k8s_sim,
+tests/ecs_sim). Each later target adds itself: a `Rig`
 for its kind (a fresh app, its settings, and what can be read of the live system without
 going through the target) and a param of `rig`. The target itself is always built by the
 factory and used only through the `RolloutTarget` protocol.
@@ -24,11 +25,14 @@ from typing import Any, Protocol
 
 import docker
 import pytest
+from moto.server import ThreadedMotoServer
 
 from blocks.rollout import SshTargetSettings, TargetSettings
 from tasks.rollout import MixedVersions, RolloutFailed, RolloutTarget, open_target
 from tasks.rollout.compose_v1 import find_compose_v1
 from tests.compose_app import ComposeApp, build_images, create_app
+from tests.ecs_app import create_ecs_app, task_definition
+from tests.ecs_sim import EcsSimulator
 from tests.harness.docker_engine import DockerInfo
 from tests.harness.procs import wait_until
 from tests.k8s_sim import KubeSimulator
@@ -227,6 +231,100 @@ class KubeRig:
         client.CoreV1Api(self.app.api).delete_namespace(self.app.namespace)
 
 
+@pytest.fixture(scope="module")
+def ecs_sim() -> Iterator[EcsSimulator]:
+    """The ECS API simulator (tests/ecs_sim), tasks in-process: the contract is about the
+    API's bookkeeping; the release tests run tasks as containers. boto3's standard chain
+    finds dummy keys and moto's endpoint (STS, for the preflight of each deploy) in the
+    environment; the target's ECS client goes to the simulator (its endpoint_url)."""
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    host, port = moto.get_host_and_port()
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        EcsSimulator(breaker_threshold=2, tick=0.1, retry_delay=0.1) as sim,
+    ):
+        patch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        patch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLETESTING00")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "not-checked")
+        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        sim.fail_image(":v3")  # v3's tasks exit at once: the breaker fails its deployment
+        yield sim
+        assert sim.errors == []
+    moto.stop()
+
+
+class EcsRig:
+    """The ECS app's two services on the simulator, at v0 before Slipway deploys; a
+    service's instance is its PRIMARY deployment. Starts and stops are read from the
+    simulator's trail of UpdateService calls (what CloudTrail shows): a desired count of 0
+    is a stop, a new task definition or a desired count back above 0 a start."""
+
+    def __init__(self, sim: EcsSimulator) -> None:
+        app = create_ecs_app(sim, initial="v0", breaker=(True, False))
+        self.app = app
+        self.sim = sim
+        # A failed deployment stays PRIMARY (no breaker rollback): v3 is what the first
+        # service runs after its gate failed, as the contract reads it.
+        self.settings: TargetSettings = app.settings(rollout_timeout_seconds=30)
+        self.services = [app.api, app.web]
+        self.switches_together = False
+        self.initial: str | None = "v0"
+
+    def _described(self, service: str) -> dict[str, Any]:
+        found = self.sim.client().describe_services(cluster=self.app.cluster, services=[service])
+        return dict(found["services"][0])
+
+    def instances(self) -> dict[str, tuple[str, str, str]]:
+        found = {}
+        for service in self.services:
+            described = self._described(service)
+            primary = next(d for d in described["deployments"] if d["status"] == "PRIMARY")
+            definition = self.sim.client().describe_task_definition(
+                taskDefinition=primary["taskDefinition"]
+            )["taskDefinition"]
+            version = definition["containerDefinitions"][0]["image"].rsplit(":", 1)[1]
+            running = described["desiredCount"] > 0 and described["runningCount"] > 0
+            found[service] = (primary["id"], version, "running" if running else "exited")
+        return found
+
+    def mark(self) -> float:
+        return float(len(self.sim.api.trail))
+
+    def events(self, since: float) -> list[tuple[str, str]]:
+        seen = []
+        for operation, request in self.sim.api.trail[int(since) :]:
+            if operation != "UpdateService" or request.get("cluster") != self.app.cluster:
+                continue
+            name = str(request["service"]).rsplit("/", 1)[-1]
+            if request.get("desiredCount") == 0:
+                seen.append(("stop", name))
+            elif request.get("taskDefinition") or request.get("desiredCount"):
+                seen.append(("start", name))
+        return seen
+
+    def drift(self, service: str, version: str) -> dict[str, list[str]]:
+        # A person registering a revision by hand and updating one service to it.
+        client = self.sim.client()
+        kind = "api" if service == self.app.api else "web"
+        registered = client.register_task_definition(
+            family=service, **task_definition(kind, self.app.image(kind, version))
+        )["taskDefinition"]["taskDefinitionArn"]
+        client.update_service(cluster=self.app.cluster, service=service, taskDefinition=registered)
+        wait_until(
+            lambda: len(self._described(service)["deployments"]) == 1,
+            timeout=30,
+            what=f"{service}'s deployment of {version} completed",
+        )
+        others = {s: self.instances()[s][1] for s in self.services if s != service}
+        return {s: [version] if s == service else [others[s]] for s in self.services}
+
+    def remove(self) -> None:
+        client = self.sim.client()
+        for service in self.services:
+            client.delete_service(cluster=self.app.cluster, service=service, force=True)
+
+
 class SshRig:
     """The stand-in systemd app on every harness host; a service's instances are its units
     on all hosts, which must agree for `instances` and `events` to be one answer."""
@@ -295,6 +393,7 @@ COMPOSE = {"compose-v2": ["docker", "compose"], "compose-v1": [V1 or "docker-com
         *(pytest.param(kind, marks=pytest.mark.docker) for kind in COMPOSE),
         pytest.param("ssh", marks=pytest.mark.ssh_hosts),
         "kubernetes",
+        "ecs",
     ]
 )
 def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
@@ -312,6 +411,8 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
         made = ComposeRig(app, client, command)
     elif request.param == "kubernetes":
         made = KubeRig(request.getfixturevalue("kube_sim"), tmp_path)
+    elif request.param == "ecs":
+        made = EcsRig(request.getfixturevalue("ecs_sim"))
     elif request.param == "ssh":
         hosts = request.getfixturevalue("ssh_hosts")
         made = SshRig(create_ssh_app(hosts, versions=VERSIONS, unhealthy={("v3", "*", "api")}))

@@ -3,8 +3,8 @@
 `RolloutTarget` is all the flows and the CLI see. `OrderedRollout` writes the rollout once:
 services in order, each gated by its health checks before the next starts, `RolloutFailed`
 naming the service, the failed check, what was done and what was not touched, stops in
-reverse order, and `MixedVersions` when the live versions disagree. A target (compose, and
-each host of an ssh target; Kubernetes and ECS next) implements only the per-service steps
+reverse order, and `MixedVersions` when the live versions disagree. A target (compose, each
+host of an ssh target, Kubernetes, ECS) implements only the per-service steps
 and a readiness hook for the health-check kinds that need it (a container's health).
 """
 
@@ -241,7 +241,7 @@ class ClosingTarget(ABC):
     def to_revision(self, number: int, services: Sequence[str] | None = None) -> RolloutReport:
         del number, services
         raise SlipwayError(
-            f"{self.describe()} keeps no revisions: --to-revision is for kubernetes targets; "
+            f"{self.describe()} keeps no revisions: --to-revision is for kubernetes and ecs targets; "
             "use --to VERSION"
         )
 

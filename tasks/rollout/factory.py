@@ -10,6 +10,7 @@ from typing import assert_never
 
 from blocks.rollout import (
     ComposeTargetSettings,
+    EcsTargetSettings,
     KubernetesTargetSettings,
     SshTargetSettings,
     TargetSettings,
@@ -32,4 +33,8 @@ def open_target(settings: TargetSettings) -> RolloutTarget:
         from tasks.rollout.kubernetes import KubernetesTarget
 
         return KubernetesTarget(settings)
+    if isinstance(settings, EcsTargetSettings):
+        from tasks.rollout.ecs import EcsTarget
+
+        return EcsTarget(settings)
     assert_never(settings)
