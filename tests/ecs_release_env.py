@@ -12,6 +12,7 @@ blocks are saved on the current Prefect API, with each version's Prisma migratio
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -56,7 +57,9 @@ def push_to_moto_ecr(moto_url: str, versions: tuple[str, ...] = IN_ECR) -> None:
     )
     for service in SERVICES:
         repository = image(service, "v1").rsplit(":", 1)[0]
-        ecr.create_repository(repositoryName=repository)
+        # moto keeps one state per process: another module's server may have made it.
+        with contextlib.suppress(ecr.exceptions.RepositoryAlreadyExistsException):
+            ecr.create_repository(repositoryName=repository)
         for version in versions:
             digest = hashlib.sha256(f"{service}:{version}".encode()).hexdigest()
             manifest = {
@@ -69,9 +72,10 @@ def push_to_moto_ecr(moto_url: str, versions: tuple[str, ...] = IN_ECR) -> None:
                 },
                 "layers": [],
             }
-            ecr.put_image(
-                repositoryName=repository, imageManifest=json.dumps(manifest), imageTag=version
-            )
+            with contextlib.suppress(ecr.exceptions.ImageAlreadyExistsException):
+                ecr.put_image(
+                    repositoryName=repository, imageManifest=json.dumps(manifest), imageTag=version
+                )
 
 
 def task_definition(service: str) -> dict[str, Any]:

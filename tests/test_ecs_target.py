@@ -226,7 +226,8 @@ def test_preflight_says_what_is_wrong_in_one_line(
 
 
 def test_preflight_checks_ecr_images_and_asks_iam(sim: EcsSimulator, aws: str) -> None:
-    repository = "slipway-demo/api"
+    # Its own repository: moto keeps one state per process, shared with other modules.
+    repository = f"preflight-{next_name()}/api"
     ecr = boto3.client("ecr", region_name=REGION)
     ecr.create_repository(repositoryName=repository)
     manifest = {
