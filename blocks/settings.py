@@ -120,6 +120,16 @@ class StorageSettings(BaseModel):
     region: str | None = Field(default=None, description="Region (AWS); MinIO accepts any.")
     access_key_id: str | None = Field(default=None, description="Access key id.")
     secret_access_key: SecretStr | None = Field(default=None, description="Secret access key.")
+    encryption_recipients: list[str] = Field(
+        default_factory=list,
+        description="age recipients (age1...) that backups and snapshots are encrypted to; "
+        "empty: SLIPWAY_BACKUP_RECIPIENTS, else no encryption. Public keys only.",
+    )
+    encryption_identity: SecretStr | None = Field(
+        default=None,
+        description="age identities (AGE-SECRET-KEY-1..., one a line, # comments) that "
+        "restores and drills decrypt with, beside SLIPWAY_BACKUP_IDENTITY_FILE's.",
+    )
 
     @classmethod
     def from_url(cls, url: str, env_prefix: str = "AWS_") -> Self:

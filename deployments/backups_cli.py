@@ -18,7 +18,7 @@ from deployments.cli_style import SlipwayTyper
 
 if TYPE_CHECKING:
     from blocks.settings import PostgresSettings, StorageSettings
-    from tasks.postgres.catalog import BackupEntry, Manifest
+    from tasks.postgres.catalog import BackupEntry
 
 backups_app = SlipwayTyper(help="The backups in the store.", no_args_is_help=True)
 
@@ -83,11 +83,6 @@ def _settings(
     return db, store
 
 
-def _encrypted(manifest: Manifest) -> bool:
-    # Backups are not encrypted yet; a manifest that says otherwise is believed.
-    return bool(getattr(manifest, "encrypted", False))
-
-
 def _row(entry: BackupEntry) -> dict[str, Any]:
     m = entry.manifest
     return {
@@ -97,7 +92,7 @@ def _row(entry: BackupEntry) -> dict[str, Any]:
         "raw_bytes": m.raw_bytes,
         "stored_bytes": m.dump.size,
         "verified": entry.verified,
-        "encrypted": _encrypted(m),
+        "encrypted": m.encrypted,
         "app_version": m.app_version,
     }
 

@@ -31,6 +31,7 @@ from deployments.cli_style import SlipwayTyper
 from deployments.doctor_cli import doctor_cmd
 from deployments.files_cli import add_file_commands
 from deployments.k8s_cli import flags_app, k8s_app
+from deployments.keygen_cli import keygen_cmd
 from deployments.migrate_cli import migrate_app
 from deployments.release_cli import add_release_commands
 
@@ -237,6 +238,7 @@ def prune(
 
 
 add_file_commands(app)
+app.command("keygen")(keygen_cmd)
 
 
 # After the backup commands, as `slipway --help` lists them.

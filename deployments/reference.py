@@ -149,6 +149,21 @@ VARIABLES: dict[str, tuple[Variable, ...]] = {
             "SLIPWAY_GITEA_WEBHOOK_SECRET", "SLIPWAY_WEBHOOK_SECRET", "Gitea's secret (HMAC)."
         ),
     ),
+    "Encrypted backups (age)": (
+        Variable(
+            "SLIPWAY_BACKUP_RECIPIENTS",
+            "none: not encrypted",
+            "age recipients (age1..., comma-separated) that backups and snapshots are "
+            "encrypted to; the store block's encryption_recipients win when set.",
+        ),
+        Variable(
+            "SLIPWAY_BACKUP_IDENTITY_FILE",
+            "none",
+            "An age identity file (as age-keygen or `slipway keygen -o` writes it; several "
+            "identities accepted) that verify --drill, restore and restore-files decrypt "
+            "with, beside the store block's encryption_identity.",
+        ),
+    ),
     "Docker (compose targets)": (
         Variable(
             "DOCKER_HOST",

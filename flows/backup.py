@@ -14,6 +14,7 @@ from blocks.errors import SlipwayError
 from blocks.object_storage import ObjectStorage
 from blocks.postgres import PostgresDatabase
 from flows.progress import ProgressArtifact
+from tasks.crypto.keys import backup_recipients, key_ids
 from tasks.notify import HOOKS
 from tasks.postgres.catalog import (
     MANIFEST,
@@ -67,6 +68,7 @@ def dump_task(
 ) -> Manifest:
     logger = get_run_logger()
     client = store.client()
+    recipients = backup_recipients(store)
     started_at, t0 = utcnow(), time.monotonic()
     logger.info("dumping %s to %s", db.display(), database_url(store, db.database, backup_id))
     with ProgressArtifact("backup-progress", f"pg_dump of {db.database}") as progress:
@@ -78,9 +80,12 @@ def dump_task(
             compression=compression,
             level=level,
             threads=threads,
+            recipients=recipients,
             on_progress=progress.record,
         )
-    globals_obj = dump_globals(db, store, client, backup_id, level) if include_globals else None
+    globals_obj = (
+        dump_globals(db, store, client, backup_id, level, recipients) if include_globals else None
+    )
     manifest = Manifest(
         id=backup_id,
         database=db.database,
@@ -90,6 +95,8 @@ def dump_task(
         started_at=started_at,
         finished_at=utcnow(),
         duration_seconds=round(time.monotonic() - t0, 3),
+        encrypted=bool(recipients),
+        recipients=key_ids(recipients),
         dump_seconds=round(result.seconds, 3),
         raw_bytes=result.raw_bytes,
         compression=compression,
@@ -118,6 +125,12 @@ def record(lease: Lease, store: ObjectStorage, manifest: Manifest) -> None:
     lease.confirm()
 
 
+def _encryption(recipients: list[str]) -> str:
+    if not recipients:
+        return "none (set SLIPWAY_BACKUP_RECIPIENTS to encrypt)"
+    return "age, to " + ", ".join(f"`{r}`" for r in recipients)
+
+
 def backup_report(m: Manifest) -> str:
     ratio = m.raw_bytes / m.dump.size if m.dump.size else 0.0
     speed = m.raw_bytes / m.dump_seconds / 1048576 if m.dump_seconds else 0.0
@@ -134,6 +147,7 @@ def backup_report(m: Manifest) -> str:
             f"| duration | {m.duration_seconds:.1f} s (dump and upload {m.dump_seconds:.1f} s) |",
             f"| throughput | {speed:.1f} MiB/s |",
             f"| tables | {len(m.tables)}, {sum(t.rows for t in m.tables):,} rows |",
+            f"| encryption | {_encryption(m.recipients)} |",
             f"| sha256 | `{m.dump.sha256}` |",
         ]
     )
@@ -159,6 +173,7 @@ def backup_database(
     store = ObjectStorage.resolve(store_block)
     if compression not in ("zstd", "gzip"):
         raise SlipwayError(f"unknown compression {compression!r}: use zstd or gzip")
+    backup_recipients(store)  # a recipient that is no age key fails before anything is dumped
     client = store.client()
     check_bucket(client, store)
     with backup_lease(db, store, client) as lease:

@@ -17,6 +17,7 @@ from blocks.errors import SlipwayError
 from blocks.input_checks import refuse_url_password
 from blocks.object_storage import ObjectStorage
 from blocks.postgres import PostgresDatabase
+from tasks.crypto.keys import identities_for
 from tasks.notify import HOOKS
 from tasks.postgres import connection as pg
 from tasks.postgres import swap
@@ -48,6 +49,12 @@ def restore_and_swap(
     target: PostgresDatabase, store: ObjectStorage, entry: BackupEntry, yes: bool, jobs: int
 ) -> dict[str, Any]:
     logger = get_run_logger()
+    # Read here, never a parameter; a missing or wrong key fails before anything changes.
+    identities = (
+        identities_for(f"backup {entry.manifest.id}", entry.manifest.recipients, store)
+        if entry.manifest.encrypted
+        else []
+    )
     admin = pg.connect(pg.admin_database(target), autocommit=True)
     try:
         leftovers = _sweep_leftovers(admin, target.database)
@@ -60,11 +67,18 @@ def restore_and_swap(
             raise SlipwayError(f"database name {new!r} is in use: run the restore again")
         pg.create_database(admin, new)
         try:
-            # The schema goes into the new database while the archive downloads; data only
-            # once its checksum matched. The target is not touched.
+            # The schema goes into the new database while the archive downloads (decrypted
+            # chunk by chunk, each authenticated by age); data only once the stored bytes'
+            # checksum matched. The target is not touched.
             with scratch_dir(entry.manifest.raw_bytes) as tmp:
                 restore_from_store(
-                    store.client(), store, entry, target.with_database(new), Path(tmp), jobs
+                    store.client(),
+                    store,
+                    entry,
+                    target.with_database(new),
+                    Path(tmp),
+                    jobs,
+                    identities,
                 )
             previous = swap.swap_in(admin, target, new, yes)
         except BaseException as exc:
@@ -133,6 +147,8 @@ def restore_database(
         backup,
         choose="name one as the source database (--source-database)",
     )
+    if entry.manifest.encrypted:  # before waiting for anyone's approval
+        identities_for(f"backup {entry.manifest.id}", entry.manifest.recipients, store)
     if environment is not None and environment.policy.approve_restore:
         wait_for_approval(
             f"restore backup {entry.manifest.id} into {target.database!r} of {env}",

@@ -12,10 +12,12 @@ from blocks.errors import SlipwayError
 from blocks.object_storage import ObjectStorage
 from flows.mirror import resolve_location
 from flows.progress import ProgressArtifact
+from tasks.crypto.keys import identities_for
 from tasks.notify import HOOKS
 from tasks.storage.locations import S3Location
 from tasks.storage.mirror import plan_mirror, run_copies
-from tasks.storage.snapshot import find_snapshot, restore_snapshot
+from tasks.storage.snapshot import find_snapshot
+from tasks.storage.snapshot_restore import restore_snapshot
 
 
 @flow(name="restore-files", **HOOKS)
@@ -39,8 +41,15 @@ def restore_files(
             name, _, ref = source.partition("@")
             store = ObjectStorage.resolve(store_block)
             entry = find_snapshot(store, name, ref or "latest")
+            m = entry.manifest
+            # Read here, never a parameter; a missing or wrong key fails before any write.
+            identities = (
+                identities_for(f"snapshot {name}@{m.id}", m.recipients, store)
+                if m.encrypted
+                else []
+            )
             objects, size = restore_snapshot(
-                store, entry.manifest, dst, prefix=prefix, on_progress=p.record
+                store, m, dst, prefix=prefix, identities=identities, on_progress=p.record
             )
             origin = f"snapshot {name}@{entry.manifest.id}"
         else:

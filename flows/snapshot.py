@@ -11,6 +11,7 @@ from blocks.errors import SlipwayError
 from blocks.object_storage import ObjectStorage
 from flows.mirror import resolve_location
 from flows.progress import ProgressArtifact
+from tasks.crypto.keys import backup_recipients
 from tasks.notify import HOOKS
 from tasks.postgres.catalog import VERIFICATION, Verification, new_backup_id, utcnow, write_json
 from tasks.retention import BackupRef, RetentionPolicy, plan_retention
@@ -23,8 +24,8 @@ from tasks.storage.snapshot import (
     list_snapshots,
     snapshot_folder,
     snapshot_to_store,
-    verify_archive,
 )
+from tasks.storage.snapshot_restore import verify_archive
 
 
 def snapshot_name(source: str) -> str:
@@ -49,6 +50,7 @@ def snapshot_report(m: SnapshotManifest) -> str:
             f"| archive | {m.archive.size / 1048576:,.1f} MiB (zstd -{m.compression_level}, "
             f"ratio {ratio:.2f}) |",
             f"| duration | {m.duration_seconds:.1f} s |",
+            f"| encryption | {'age, to ' + ', '.join(m.recipients) if m.encrypted else 'none'} |",
             f"| sha256 | `{m.archive.sha256}` |",
             *(["", "## Skipped (not in the snapshot)", ""] if m.skipped else []),
             *[f"- {line}" for line in m.skipped[:200]],
@@ -71,6 +73,7 @@ def snapshot_bucket(
     """
     src = resolve_location(source, source_block, "SLIPWAY_SOURCE_", "source")
     store = ObjectStorage.resolve(store_block)
+    recipients = backup_recipients(store)  # a bad recipient fails before anything is read
     src.check(must_exist=True)
     if isinstance(src, S3Location) and store_inside(src, store):
         raise SlipwayError(
@@ -80,7 +83,13 @@ def snapshot_bucket(
     name = name or snapshot_name(source)
     with ProgressArtifact("snapshot-progress", f"snapshot of {source}") as progress:
         manifest = snapshot_to_store(
-            src, store, name, new_backup_id(), level=level, on_progress=progress.record
+            src,
+            store,
+            name,
+            new_backup_id(),
+            level=level,
+            recipients=recipients,
+            on_progress=progress.record,
         )
     create_markdown_artifact(snapshot_report(manifest), key="snapshot-report")
     if manifest.skipped:

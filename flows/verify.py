@@ -13,11 +13,13 @@ import psycopg
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from pyrage import x25519
 
 from blocks.errors import BackupDamaged, SlipwayError
 from blocks.object_storage import ObjectStorage
 from blocks.postgres import PostgresDatabase
 from blocks.text import error_line
+from tasks.crypto.keys import identities_for
 from tasks.notify import HOOKS
 from tasks.postgres import connection as pg
 from tasks.postgres.catalog import (
@@ -29,25 +31,35 @@ from tasks.postgres.catalog import (
     utcnow,
     write_json,
 )
-from tasks.postgres.dump import list_archive
 from tasks.postgres.restore import restore_from_store
 from tasks.postgres.scratch import scratch_dir
+from tasks.postgres.stored_dump import check_stored_bytes, list_archive
 from tasks.storage.s3 import storage_error
 
 DRILL_JOBS = 2
 
 
+def _identities(store: ObjectStorage, entry: BackupEntry) -> list[x25519.Identity]:
+    """The identities that decrypt `entry` (none needed when it is not encrypted)."""
+    if not entry.manifest.encrypted:
+        return []
+    return identities_for(f"backup {entry.manifest.id}", entry.manifest.recipients, store)
+
+
 @task(cache_policy=NO_CACHE, name="check-stored-dump")
-def check_stored(store: ObjectStorage, entry: BackupEntry) -> int:
-    """Size, sha256 and `pg_restore --list`; returns the number of table-data entries."""
-    listing = list_archive(store.client(), store, entry)
+def check_stored(store: ObjectStorage, entry: BackupEntry, decrypt: bool) -> str:
+    """Size, sha256 and `pg_restore --list` (of an encrypted backup, only with `decrypt`)."""
+    if entry.manifest.encrypted and not decrypt:
+        check_stored_bytes(store.client(), store, entry)
+        return "size and sha256 ok (encrypted: `verify --drill` decrypts and restores it)"
+    listing = list_archive(store.client(), store, entry, _identities(store, entry))
     data_entries = sum(1 for line in listing if " TABLE DATA " in line)
     if data_entries != len(entry.manifest.tables):
         raise BackupDamaged(
             f"backup {entry.manifest.id} lists {data_entries} tables' data, manifest says "
             f"{len(entry.manifest.tables)}: use another backup"
         )
-    return data_entries
+    return f"size, sha256 and archive listing ok ({data_entries} tables)"
 
 
 @task(cache_policy=NO_CACHE, name="restore-drill")
@@ -76,7 +88,13 @@ def _drill(db: PostgresDatabase, store: ObjectStorage, entry: BackupEntry) -> st
         try:
             with scratch_dir(entry.manifest.raw_bytes) as tmp:
                 restore_from_store(
-                    store.client(), store, entry, db.with_database(scratch), Path(tmp), DRILL_JOBS
+                    store.client(),
+                    store,
+                    entry,
+                    db.with_database(scratch),
+                    Path(tmp),
+                    DRILL_JOBS,
+                    _identities(store, entry),
                 )
             restored = {
                 (t.schema_name, t.table): t.rows for t in pg.table_counts(db.with_database(scratch))
@@ -130,9 +148,10 @@ def verify_backup(
     client = store.client()
     entry = find_backup(client, store, db.database, backup)
     key = f"{backup_folder(store, db.database, entry.manifest.id)}/{VERIFICATION}"
+    if drill:
+        _identities(store, entry)  # a missing or wrong key fails here, with nothing recorded
     try:
-        entries = check_stored(store, entry)
-        detail = f"size, sha256 and archive listing ok ({entries} tables)"
+        detail = check_stored(store, entry, drill)
         if drill:
             detail += "; " + restore_drill(db, store, entry)
     except BackupDamaged as exc:

@@ -19,7 +19,8 @@ from blocks.errors import SlipwayError
 from tasks.postgres.catalog import new_backup_id
 from tasks.storage.locations import LocalLocation, S3Location
 from tasks.storage.mirror import mirror
-from tasks.storage.snapshot import find_snapshot, restore_snapshot, snapshot_to_store
+from tasks.storage.snapshot import find_snapshot, snapshot_to_store
+from tasks.storage.snapshot_restore import restore_snapshot
 from tests.harness.s3 import S3Info
 from tests.s3_fault_proxy import fault_proxy
 

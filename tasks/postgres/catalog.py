@@ -6,6 +6,7 @@ Layout under the store's prefix, one folder per backup:
     postgres/<database>/<backup id>/owner.json       written first: who runs the backup
     postgres/<database>/<backup id>/dump.pgc.zst     pg_dump -Fc -Z0, compressed by Slipway
     postgres/<database>/<backup id>/globals.sql.zst  optional pg_dumpall --globals-only
+    (each with `.age` appended when the backup is encrypted: then an age file)
     postgres/<database>/<backup id>/manifest.json    written last: its presence makes a backup
     postgres/<database>/<backup id>/verification.json  the latest verification's outcome
 
@@ -39,6 +40,7 @@ _ID_PATTERN = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]+")
 
 Compression = Literal["zstd", "gzip"]
 DUMP_SUFFIX: dict[str, str] = {"zstd": "dump.pgc.zst", "gzip": "dump.pgc.gz"}
+ENCRYPTED_SUFFIX = ".age"  # an encrypted object is a standard age file: `age -d` reads it
 
 
 def new_backup_id(now: datetime | None = None) -> str:
@@ -82,6 +84,10 @@ class CatalogManifest(BaseModel):
     started_at: datetime
     finished_at: datetime
     duration_seconds: float
+    encrypted: bool = Field(default=False, description="stored as age files; checksums are theirs")
+    recipients: list[str] = Field(
+        default_factory=list, description="key ids (the age1... recipients) it is encrypted to"
+    )
 
     @property
     def created_at(self) -> datetime:

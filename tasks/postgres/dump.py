@@ -1,33 +1,35 @@
-"""Database backups as streams: pg_dump -> compression -> sha256 -> S3, and back.
+"""Database backups as streams: pg_dump -> compression -> age (optional) -> sha256 -> S3.
 
 The dump never touches local disk: pg_dump's custom format (uncompressed) is compressed
-in-process (zstd, multi-threaded; or gzip), hashed, and uploaded part by part as it is
-produced. Row counts are taken in the very snapshot pg_dump uses, so a drill can compare.
+in-process (zstd, multi-threaded; or gzip), encrypted when recipients are given, hashed,
+and uploaded part by part as it is produced. Row counts are taken in the very snapshot
+pg_dump uses, so a drill can compare. Reading a dump back is `stored_dump`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import queue
 import subprocess
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING
 
 import psycopg
+import pyrage
 import zstandard
+from pyrage import x25519
 
-from blocks.errors import BackupDamaged, SlipwayError
+from blocks.errors import SlipwayError
 from blocks.settings import PostgresSettings, StorageSettings
+from tasks.crypto.streams import encrypting_reader
 from tasks.postgres import connection as pg
 from tasks.postgres.catalog import (
     DUMP_SUFFIX,
-    BackupEntry,
+    ENCRYPTED_SUFFIX,
     Compression,
     StoredObject,
     TableCount,
@@ -36,7 +38,6 @@ from tasks.postgres.catalog import (
 from tasks.storage.s3 import (
     HashingReader,
     confirm_stored,
-    iter_object,
     put_confirmed,
     upload_stream,
 )
@@ -122,7 +123,7 @@ class DumpResult:
 
 
 @dataclass
-class _Stderr:
+class Stderr:
     """Drains a child's stderr in a thread so it can never block on a full pipe."""
 
     stream: IO[bytes]
@@ -150,12 +151,17 @@ def dump_to_store(
     compression: Compression = "zstd",
     level: int = 3,
     threads: int = -1,
+    recipients: Sequence[x25519.Recipient] = (),
     on_progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> DumpResult:
-    """Stream `pg_dump -Fc -Z0` of `db` into the store; counts rows in the same snapshot."""
+    """Stream `pg_dump -Fc -Z0` of `db` into the store; counts rows in the same snapshot.
+
+    With `recipients`, the compressed stream is age-encrypted to them before it is hashed
+    and uploaded: the checksum is that of the stored, encrypted bytes.
+    """
     started = time.monotonic()
     folder = backup_folder(store, db.database, backup_id)
-    key = f"{folder}/{DUMP_SUFFIX[compression]}"
+    key = f"{folder}/{DUMP_SUFFIX[compression]}" + (ENCRYPTED_SUFFIX if recipients else "")
     conn = pg.connect(db)
     try:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -176,7 +182,7 @@ def dump_to_store(
         )
         assert proc.stdout is not None
         assert proc.stderr is not None
-        stderr = _Stderr(proc.stderr)
+        stderr = Stderr(proc.stderr)
         counts: list[TableCount] = []
         count_error: list[BaseException] = []
 
@@ -195,15 +201,18 @@ def dump_to_store(
                 raise SlipwayError(dump_error(stderr.text(), db))
 
         raw = PipeReader(proc.stdout, lambda n: on_progress(n, total))
-        reader = HashingReader(
-            compressing_reader(raw, compression, level, threads), on_end=on_end, part_md5s=True
-        )
+        compressed = compressing_reader(raw, compression, level, threads)
+        encrypted = encrypting_reader(compressed, recipients) if recipients else None
+        reader = HashingReader(encrypted or compressed, on_end=on_end, part_md5s=True)
         try:
             upload_stream(client, store, key, reader, "application/octet-stream")
         except BaseException:
             proc.kill()
             proc.wait()
             raise
+        finally:
+            if encrypted is not None:
+                encrypted.close()  # an encryption thread blocked on its pipe ends
         # Before a manifest may point at it: the object is whole and is what was sent.
         confirm_stored(
             client, store, key, reader.size, reader.sha256.hexdigest(), reader.etag_matches
@@ -232,9 +241,15 @@ def dump_error(stderr: str, db: PostgresSettings) -> str:
 
 
 def dump_globals(
-    db: PostgresSettings, store: StorageSettings, client: S3Client, backup_id: str, level: int
+    db: PostgresSettings,
+    store: StorageSettings,
+    client: S3Client,
+    backup_id: str,
+    level: int,
+    recipients: Sequence[x25519.Recipient] = (),
 ) -> StoredObject:
-    """`pg_dumpall --globals-only` (roles, tablespaces), compressed, beside the dump."""
+    """`pg_dumpall --globals-only` (roles, tablespaces), compressed (and encrypted to
+    `recipients`, as it holds password hashes), beside the dump."""
     with pg.connect(db) as conn:
         major = pg.server_major(conn)
     tool = pg.pg_tool("pg_dumpall", major)
@@ -248,142 +263,7 @@ def dump_globals(
         raise SlipwayError(f"pg_dumpall --globals-only failed: {out.stderr.decode().strip()}")
     body = zstandard.ZstdCompressor(level=level).compress(out.stdout)
     key = f"{backup_folder(store, db.database, backup_id)}/globals.sql.zst"
+    if recipients:
+        body, key = pyrage.encrypt(body, list(recipients)), key + ENCRYPTED_SUFFIX
     sha256 = put_confirmed(client, store, key, body)
     return StoredObject(key=key, size=len(body), sha256=sha256)
-
-
-def _check_stored(entry: BackupEntry, size: int, digest: str) -> None:
-    dump = entry.manifest.dump
-    if size != dump.size:
-        raise BackupDamaged(
-            f"backup {entry.manifest.id} is damaged: {size} bytes stored, manifest says "
-            f"{dump.size}; use another backup"
-        )
-    if digest != dump.sha256:
-        raise BackupDamaged(
-            f"backup {entry.manifest.id} is damaged: checksum mismatch (sha256 {digest[:12]}... "
-            f"!= {dump.sha256[:12]}...); use another backup"
-        )
-
-
-_Stored = bytes | tuple[int, str] | BaseException  # a chunk; the end (size, sha256); a failure
-
-
-def _hashed_stored_chunks(
-    client: S3Client,
-    store: StorageSettings,
-    key: str,
-    out: queue.Queue[_Stored],
-    stop: threading.Event,
-) -> None:
-    """Producer: the stored bytes, then (size, sha256 hex); or the exception that stopped it."""
-    sha, size = hashlib.sha256(), 0
-    try:
-        for chunk in iter_object(client, store, key):
-            sha.update(chunk)
-            size += len(chunk)
-            while not stop.is_set():
-                try:
-                    out.put(chunk, timeout=0.5)
-                    break
-                except queue.Full:
-                    continue
-            if stop.is_set():
-                return
-        out.put((size, sha.hexdigest()))
-    except BaseException as exc:  # handed to the consumer, which raises it
-        out.put(exc)
-
-
-def hashed_plain_chunks(
-    client: S3Client, store: StorageSettings, entry: BackupEntry
-) -> Iterator[bytes]:
-    """The dump's decompressed bytes; raises at the end if size or checksum do not match.
-
-    Reading and hashing run in a thread of their own while the caller decompresses and
-    writes; both release the GIL, so the halves overlap (a 250 MiB dump: 2.3-2.9 s instead
-    of 3.5-3.8 s, measured by hand). Damage raises `BackupDamaged`; S3's failures do not.
-    """
-
-    decompress = decompressor(entry.manifest.compression)
-    chunks: queue.Queue[_Stored] = queue.Queue(maxsize=8)
-    stop = threading.Event()
-    producer = threading.Thread(
-        target=_hashed_stored_chunks,
-        args=(client, store, entry.manifest.dump.key, chunks, stop),
-        daemon=True,
-    )
-    producer.start()
-    broken: Exception | None = None
-    try:
-        while isinstance(item := chunks.get(), bytes):
-            if broken is None:
-                try:
-                    plain = decompress(item)
-                except Exception as exc:  # keep hashing: the checksum names the damage best
-                    broken = exc
-                    continue
-                if plain:
-                    yield plain
-    finally:
-        stop.set()
-    if isinstance(item, BaseException):
-        raise item
-    _check_stored(entry, *item)
-    if broken is not None:
-        raise BackupDamaged(
-            f"backup {entry.manifest.id} is damaged: it does not decompress ({broken}); "
-            "use another backup"
-        )
-
-
-def list_archive(client: S3Client, store: StorageSettings, entry: BackupEntry) -> list[str]:
-    """Re-read the whole object (size, checksum) and list its contents with pg_restore.
-
-    The pg_restore used is at least as new as the pg_dump that wrote the archive, so once
-    the checksum matched, its failure to read the archive is damage (`BackupDamaged`).
-    """
-    made_by = pg.tool_major_of(entry.manifest.pg_dump_version)
-    pg_restore = pg.pg_tool("pg_restore", made_by, than=f"the backup's pg_dump ({made_by})")
-    proc = subprocess.Popen(
-        [str(pg_restore), "--list"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=pg.tool_env(),
-    )
-    assert proc.stdin is not None
-    assert proc.stdout is not None
-    assert proc.stderr is not None
-    output: list[bytes] = []
-    reader = threading.Thread(target=lambda: output.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    stderr = _Stderr(proc.stderr)
-    feeding = True
-    try:
-        for plain in hashed_plain_chunks(client, store, entry):
-            if feeding:
-                try:
-                    proc.stdin.write(plain)
-                except BrokenPipeError:
-                    feeding = False  # pg_restore read the TOC and left; keep hashing
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    with contextlib.suppress(BrokenPipeError):
-        proc.stdin.close()
-    code = proc.wait()
-    reader.join()
-    if code != 0:
-        if code < 0:  # killed: that says nothing about the backup
-            raise SlipwayError(
-                f"pg_restore was killed (signal {-code}) while listing backup "
-                f"{entry.manifest.id}: run verify again"
-            )
-        # The bytes are those stored (their checksum matched) and the tool is new enough.
-        raise BackupDamaged(
-            f"backup {entry.manifest.id} is damaged: pg_restore cannot read it "
-            f"({stderr.text()}); use another backup"
-        )
-    return [line for line in b"".join(output).decode().splitlines() if line and line[0] != ";"]

@@ -20,17 +20,19 @@ import os
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
+
+from pyrage import x25519
 
 from blocks.errors import SlipwayError
 from blocks.settings import PostgresSettings, StorageSettings
 from tasks.postgres import connection as pg
 from tasks.postgres.catalog import BackupEntry
 from tasks.postgres.children import tied_to_parent
-from tasks.postgres.dump import hashed_plain_chunks
+from tasks.postgres.stored_dump import hashed_plain_chunks
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -132,17 +134,25 @@ def _finish(proc: subprocess.Popen[bytes], what: str) -> bytes:
 
 
 class ArchiveDownload:
-    """A stored backup decompressed into a local file by threads of its own, as it arrives.
+    """A stored backup decrypted and decompressed into a local file by threads of its own,
+    as it arrives.
 
-    `file` may be read while it grows. `wait()` gives the download's failure (S3, size,
-    checksum, decompression), or None once the file is complete and its checksum matched.
+    `file` may be read while it grows: only authenticated plaintext ever reaches it (age
+    checks each 64 KiB chunk). `wait()` gives the download's failure (S3, size, checksum,
+    decryption, decompression), or None once the file is complete and its checksum matched.
     """
 
     def __init__(
-        self, client: S3Client, store: StorageSettings, entry: BackupEntry, directory: Path
+        self,
+        client: S3Client,
+        store: StorageSettings,
+        entry: BackupEntry,
+        directory: Path,
+        identities: Sequence[x25519.Identity] = (),
     ) -> None:
         self.entry = entry
         self.directory = directory
+        self._identities = list(identities)
         self.file = GrowingFile(directory / f"{entry.manifest.id}.pgc")
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(client, store), daemon=True)
@@ -153,7 +163,7 @@ class ArchiveDownload:
         writes: deque[Future[None]] = deque()
         try:
             with ThreadPoolExecutor(1) as writer:
-                for plain in hashed_plain_chunks(client, store, self.entry):
+                for plain in hashed_plain_chunks(client, store, self.entry, self._identities):
                     if len(writes) >= WRITES_AHEAD:
                         writes.popleft().result()
                     writes.append(writer.submit(self.file.append, plain))
@@ -188,16 +198,17 @@ def restore_from_store(
     db: PostgresSettings,
     directory: Path,
     jobs: int = 2,
+    identities: Sequence[x25519.Identity] = (),
 ) -> None:
     """Restore `entry` into the existing, empty database `db`; raises if anything fails.
 
     Only the schema is created before the checksum matched: a damaged archive (size,
-    checksum, compression) raises with no data loaded, and the caller drops `db`.
+    checksum, decryption, compression) raises with no data loaded, and the caller drops `db`.
     """
     with pg.connect(db) as conn:
         major = pg.server_major(conn)
     tool = pg.pg_tool("pg_restore", major)
-    download = ArchiveDownload(client, store, entry, directory)
+    download = ArchiveDownload(client, store, entry, directory, identities)
     archive = download.file
     children: list[subprocess.Popen[bytes]] = []
     try:

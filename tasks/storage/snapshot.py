@@ -5,6 +5,9 @@ Layout under the store's prefix, one folder per snapshot:
     buckets/<name>/<snapshot id>/manifest.json   written last: keys, sizes, sha256, metadata
     buckets/<name>/<snapshot id>/verification.json  the latest verification's outcome
 
+Encrypted (to age recipients), the archive is `files.tar.zst.age`, and the object list
+(keys, metadata: the app's data too) moves from the manifest to `index.json.age`.
+
 The archive streams from the source to the store (no temporary file); a restore checks the
 archive's checksum before writing anything, then each object's against the manifest.
 """
@@ -19,16 +22,20 @@ import tarfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Literal
 
+import pyrage
 import zstandard
 from pydantic import BaseModel, Field
+from pyrage import x25519
 
-from blocks.errors import SlipwayError
 from blocks.settings import StorageSettings
+from tasks.crypto.keys import key_ids
+from tasks.crypto.streams import encrypting_reader
 from tasks.postgres.catalog import (
+    ENCRYPTED_SUFFIX,
     MANIFEST,
     CatalogEntry,
     CatalogManifest,
@@ -39,17 +46,20 @@ from tasks.postgres.catalog import (
     write_json,
 )
 from tasks.postgres.dump import PipeReader
-from tasks.storage.local_files import key_problem
 from tasks.storage.locations import (
     SMALL_OBJECT,
     AnyLocation,
-    LocalLocation,
     ObjectInfo,
     ObjectMeta,
 )
-from tasks.storage.s3 import HashingReader, iter_object, storage_error, upload_stream
+from tasks.storage.s3 import (
+    HashingReader,
+    put_confirmed,
+    upload_stream,
+)
 
 ARCHIVE = "files.tar.zst"
+INDEX = "index.json.age"
 PREFETCH = 64  # small objects fetched ahead, concurrently, while the tar is written
 WORKERS = 16
 
@@ -76,6 +86,15 @@ class SnapshotManifest(CatalogManifest):
     objects: list[SnapshotObject]
     # "'key': why" for each source entry left out (a dangling or directory link, a pipe...)
     skipped: list[str] = Field(default_factory=list)
+    # Encrypted: `objects` and `skipped` are stored here instead, as an age file.
+    index: StoredObject | None = None
+
+
+class SnapshotIndex(BaseModel):
+    """What an encrypted snapshot keeps out of its clear-text manifest."""
+
+    objects: list[SnapshotObject]
+    skipped: list[str]
 
 
 SnapshotEntry = CatalogEntry[SnapshotManifest]
@@ -185,9 +204,14 @@ def snapshot_to_store(
     snapshot_id: str,
     *,
     level: int = 3,
+    recipients: Sequence[x25519.Recipient] = (),
     on_progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> SnapshotManifest:
-    """Stream every object of `src` into one archive in the store, then its manifest."""
+    """Stream every object of `src` into one archive in the store, then its manifest.
+
+    With `recipients`, the archive is age-encrypted to them as it streams, and the object
+    list goes into an encrypted index: the stored manifest holds none of the app's data.
+    """
     started_at, t0 = utcnow(), time.monotonic()
     listed = list(src.iter_objects())  # complete listing first: a failure raises here
     objects = [o for o in listed if not o.problem]
@@ -213,7 +237,8 @@ def snapshot_to_store(
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
     client = store.client()
-    key = f"{snapshot_folder(store, name, snapshot_id)}/{ARCHIVE}"
+    folder = snapshot_folder(store, name, snapshot_id)
+    key = f"{folder}/{ARCHIVE}" + (ENCRYPTED_SUFFIX if recipients else "")
 
     def on_end() -> None:
         producer.join()
@@ -221,10 +246,15 @@ def snapshot_to_store(
             raise producer_error[0]
 
     with os.fdopen(read_fd, "rb", buffering=0) as pipe:
-        reader = HashingReader(PipeReader(pipe, lambda n: None), on_end=on_end)  # type: ignore[arg-type]
+        archive: IO[bytes] = PipeReader(pipe, lambda n: None)  # type: ignore[assignment]
+        encrypted = encrypting_reader(archive, recipients) if recipients else None
+        reader = HashingReader(encrypted or archive, on_end=on_end)
         try:
-            upload_stream(client, store, key, reader, "application/zstd")
+            kind = "application/octet-stream" if recipients else "application/zstd"
+            upload_stream(client, store, key, reader, kind)
         except BaseException:
+            if encrypted is not None:
+                encrypted.close()  # its thread's next write fails and it stops
             with contextlib.suppress(OSError):
                 pipe.close()  # the producer's next write fails and it stops
             producer.join(timeout=30)
@@ -243,112 +273,22 @@ def snapshot_to_store(
         objects=entries,
         skipped=skipped,
     )
+    stored = manifest
+    if recipients:
+        index = SnapshotIndex(objects=entries, skipped=skipped).model_dump_json().encode()
+        body = pyrage.encrypt(index, list(recipients))
+        index_key = f"{folder}/{INDEX}"
+        sha256 = put_confirmed(client, store, index_key, body)
+        stored = manifest.model_copy(
+            update={
+                "encrypted": True,
+                "recipients": key_ids(recipients),
+                "index": StoredObject(key=index_key, size=len(body), sha256=sha256),
+                "objects": [],
+                "skipped": [],
+            }
+        )
+        manifest = stored.model_copy(update={"objects": entries, "skipped": skipped})
     # The manifest is written last: from here on, this is a snapshot.
-    write_json(client, store, f"{snapshot_folder(store, name, snapshot_id)}/{MANIFEST}", manifest)
+    write_json(client, store, f"{folder}/{MANIFEST}", stored)
     return manifest
-
-
-def verify_archive(store: StorageSettings, manifest: SnapshotManifest) -> None:
-    """Re-read the archive: size and sha256 must match the manifest."""
-    sha, size = hashlib.sha256(), 0
-    for chunk in iter_object(store.client(), store, manifest.archive.key):
-        sha.update(chunk)
-        size += len(chunk)
-    if size != manifest.archive.size or sha.hexdigest() != manifest.archive.sha256:
-        raise SlipwayError(
-            f"snapshot {manifest.id} of {manifest.name!r} is damaged (size or checksum differs "
-            "from its manifest); nothing was restored: use another snapshot"
-        )
-
-
-def restore_snapshot(
-    store: StorageSettings,
-    manifest: SnapshotManifest,
-    dst: AnyLocation,
-    *,
-    prefix: str = "",
-    on_progress: Callable[[int, int], None] = lambda done, total: None,
-) -> tuple[int, int]:
-    """Put the snapshot's objects (all, or those under `prefix`) into `dst`.
-
-    The archive's checksum is checked first, so a damaged snapshot writes nothing; then
-    each object is checked against its manifest entry before it is written.
-    """
-    verify_archive(store, manifest)
-    wanted = {o.key: o for o in manifest.objects if o.key.startswith(prefix)}
-    unfit: list[str] = []
-    if isinstance(dst, LocalLocation):
-        for key, obj in list(wanted.items()):
-            if why := key_problem(key, obj.size):
-                unfit.append(f"{key!r} cannot be a file under {dst.describe()}: it {why}")
-                del wanted[key]
-    total = sum(o.size for o in wanted.values())
-    done_objects = done_bytes = 0
-    client = store.client()
-    try:
-        body = client.get_object(Bucket=store.bucket, Key=manifest.archive.key)["Body"]
-        plain = zstandard.ZstdDecompressor().stream_reader(body)  # type: ignore[arg-type]
-        writes: list[Future[ObjectInfo]] = []
-        with (
-            ThreadPoolExecutor(WORKERS) as pool,
-            tarfile.open(fileobj=plain, mode="r|") as tar,  # type: ignore[call-overload]
-        ):
-            for member in tar:
-                entry = wanted.get(member.name)
-                if entry is None or not member.isfile():
-                    continue
-                stream = tar.extractfile(member)
-                assert stream is not None
-                meta = ObjectMeta(dict(entry.headers), dict(entry.metadata))
-                if entry.size < SMALL_OBJECT:
-                    data = stream.read()
-                    _check_entry(manifest, entry, len(data), hashlib.sha256(data).hexdigest())
-                    writes.append(pool.submit(dst.write, entry.key, data, meta, entry.size))
-                else:
-                    checked = _checked_stream(stream, manifest, entry)  # type: ignore[arg-type]
-                    dst.write(entry.key, checked, meta, entry.size)  # type: ignore[arg-type]
-                done_objects += 1
-                done_bytes += entry.size
-                on_progress(done_bytes, total)
-            for write in writes:
-                write.result()
-    except (zstandard.ZstdError, tarfile.TarError) as exc:
-        raise SlipwayError(
-            f"snapshot {manifest.id} of {manifest.name!r} cannot be read ({exc}): use another "
-            "snapshot"
-        ) from exc
-    except SlipwayError:
-        raise
-    except Exception as exc:
-        raise storage_error(exc, store) from exc
-    if done_objects != len(wanted):
-        raise SlipwayError(
-            f"snapshot {manifest.id}: {len(wanted) - done_objects} objects of the manifest are "
-            "missing from the archive; the others were restored"
-        )
-    if unfit:
-        raise SlipwayError(
-            f"snapshot {manifest.id}: {len(unfit)} objects were skipped, the others restored; "
-            f"first: {unfit[0]}"
-        )
-    return done_objects, done_bytes
-
-
-def _check_entry(manifest: SnapshotManifest, entry: SnapshotObject, size: int, digest: str) -> None:
-    if size != entry.size or digest != entry.sha256:
-        raise SlipwayError(
-            f"snapshot {manifest.id}: {entry.key!r} does not match its manifest entry; "
-            "use another snapshot"
-        )
-
-
-def _checked_stream(
-    stream: IO[bytes], manifest: SnapshotManifest, entry: SnapshotObject
-) -> HashingReader:
-    """A reader that checks size and sha256 before its last read (a mismatch aborts)."""
-
-    def check() -> None:
-        _check_entry(manifest, entry, reader.size, reader.sha256.hexdigest())
-
-    reader = HashingReader(stream, on_end=check)
-    return reader

@@ -20,8 +20,8 @@ from psycopg import sql
 
 from blocks.settings import PostgresSettings
 from tasks.postgres.catalog import backup_folder, find_backup, list_backups
-from tasks.postgres.dump import list_archive
 from tasks.postgres.lease import OWNER, backup_lease
+from tasks.postgres.stored_dump import list_archive
 from tests.pg_fixtures import snapshot
 from tests.s3_fault_proxy import fault_proxy
 from tests.test_backup_restore import REPO, SLIPWAY, Env, _one_line_error

@@ -24,7 +24,8 @@ from tasks.postgres.catalog import new_backup_id
 from tasks.storage.endpoint_identity import same_server
 from tasks.storage.locations import LocalLocation, ObjectMeta, S3Location
 from tasks.storage.mirror import mirror
-from tasks.storage.snapshot import restore_snapshot, snapshot_to_store
+from tasks.storage.snapshot import snapshot_to_store
+from tasks.storage.snapshot_restore import restore_snapshot
 from tests.faults.any_key_proxy import any_key_proxy, stored_key
 from tests.harness.s3 import S3Info, SeaweedS3, find_weed
 from tests.test_files_backup import dir_contents, new_bucket, put, s3_contents

@@ -1,0 +1,1 @@
+"""age encryption of backups: keys, and streaming stages."""
