@@ -36,6 +36,7 @@ from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.procs import wait_until
 from tests.harness.s3 import S3Info
+from tests.journals import release_record
 from tests.pg_fixtures import snapshot
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.s3, pytest.mark.prefect]
@@ -106,14 +107,7 @@ def stage(
 
 
 def journal(stage: Stage, release_id: str | None = None) -> Any:
-    from blocks.object_storage import ObjectStorage
-    from tasks.release.journal import list_releases
-
-    store = ObjectStorage.resolve(f"{stage.name}-store")
-    journals = list_releases(store.client(), store, stage.name)
-    if release_id:
-        return next(j.record for j in journals if j.record.id == release_id)
-    return journals[0].record
+    return release_record(stage.name, release_id)
 
 
 def test_1_v1_then_v2_with_its_migration_on_both_services(stage: Stage) -> None:

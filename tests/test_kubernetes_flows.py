@@ -22,6 +22,7 @@ from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.procs import wait_until
 from tests.harness.s3 import S3Info
+from tests.journals import release_record
 from tests.k8s_sim import KubeSimulator
 from tests.kube_app import SERVICES, KubeApp, create_kube_app
 from tests.pg_fixtures import create_database
@@ -51,11 +52,7 @@ class Stage:
         return dict(self.core().read_namespaced_secret("app-secrets", self.app.namespace).data)
 
     def journal(self) -> Any:
-        from blocks.object_storage import ObjectStorage
-        from tasks.release.journal import list_releases
-
-        store = ObjectStorage.resolve(f"{self.name}-store")
-        return list_releases(store.client(), store, self.name)[0].record
+        return release_record(self.name)
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.procs import wait_until
 from tests.harness.s3 import S3Info
+from tests.journals import release_record, release_records
 from tests.k8s_sim import KubeSimulator
 from tests.kube_app import SERVICES
 from tests.kube_release_env import (
@@ -106,23 +107,8 @@ def stage(
         assert sim.errors == []
 
 
-def list_journals(stage: Stage) -> list[Any]:
-    from blocks.object_storage import ObjectStorage
-    from tasks.release.journal import list_releases
-
-    store = ObjectStorage.resolve(f"{stage.name}-store")
-    return list(list_releases(store.client(), store, stage.name))
-
-
 def journal(stage: Stage, release_id: str | None = None) -> Any:
-    from blocks.object_storage import ObjectStorage
-    from tasks.release.journal import list_releases
-
-    store = ObjectStorage.resolve(f"{stage.name}-store")
-    journals = list_releases(store.client(), store, stage.name)
-    if release_id:
-        return next(j.record for j in journals if j.record.id == release_id)
-    return journals[0].record
+    return release_record(stage.name, release_id)
 
 
 def test_1_v1_then_v2_with_its_migration_on_the_three_deployments(stage: Stage) -> None:
@@ -210,11 +196,11 @@ def test_5_a_crash_looping_pod_is_named_with_its_exit_code(stage: Stage) -> None
 
 def test_6_an_image_never_pushed_stops_the_release_before_anything_changes(stage: Stage) -> None:
     before = stage.db()
-    releases = len(list_journals(stage))
+    releases = len(release_records(stage.name))
     line = stage.failed_line("v9")
     assert line.startswith("error: "), line
     assert "/slipway-demo/api:v9" in line, line
     assert "is in no registry: push it" in line, line
     assert stage.env.templates() == ALL_V2
     assert stage.db() == before
-    assert len(list_journals(stage)) == releases  # preflight: no release was started
+    assert len(release_records(stage.name)) == releases  # preflight: no release was started

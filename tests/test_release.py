@@ -28,6 +28,7 @@ from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
 from tests.harness.procs import wait_until
 from tests.harness.s3 import S3Info
+from tests.journals import release_record
 from tests.pg_fixtures import snapshot
 from tests.release_env import save_release_environment
 
@@ -111,14 +112,7 @@ def release(stage: Stage, version: str, **kwargs: Any) -> dict[str, Any]:
 
 
 def journal(stage: Stage, release_id: str | None = None) -> Any:
-    from blocks.object_storage import ObjectStorage
-    from tasks.release.journal import list_releases
-
-    store = ObjectStorage.resolve(f"{stage.name}-store")
-    journals = list_releases(store.client(), store, stage.name)
-    if release_id:
-        return next(j.record for j in journals if j.record.id == release_id)
-    return journals[0].record
+    return release_record(stage.name, release_id)
 
 
 def test_1_first_release_and_v2_with_a_migration(stage: Stage) -> None:

@@ -30,6 +30,7 @@ from tests.harness.prefect_server import PrefectInfo
 from tests.harness.procs import wait_until
 from tests.harness.s3 import S3Info
 from tests.harness.ssh_hosts import SshHostsInfo
+from tests.journals import release_record
 from tests.pg_fixtures import create_database, snapshot
 from tests.ssh_app import UNITS, SshApp, create_ssh_app
 
@@ -155,11 +156,7 @@ def stage(
 
 
 def journal(stage: Stage) -> Any:
-    from blocks.object_storage import ObjectStorage
-    from tasks.release.journal import list_releases
-
-    store = ObjectStorage.resolve(f"{stage.name}-store")
-    return list_releases(store.client(), store, stage.name)[0].record
+    return release_record(stage.name)
 
 
 def test_1_v1_then_v2_with_a_migration_every_host_answers_v2(stage: Stage) -> None:
