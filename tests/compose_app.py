@@ -92,6 +92,23 @@ def image(service: str, version: str, registry: str | None = None) -> str:
 _pushed: set[tuple[str, str]] = set()  # (registry image, local image id)
 
 
+def version_answered(url: str, path: str) -> str | None:
+    """The version a demo service answers at `url` + `path` (api: /health's JSON field;
+    web and worker: their page), None when it does not answer 200."""
+    import httpx
+
+    try:
+        response = httpx.get(url + path, timeout=3)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    if path == "/health":
+        return str(response.json()["version"])
+    text = response.text.strip()
+    return text.removeprefix("<h1>demo web ").removesuffix("</h1>")
+
+
 def build_images(
     client: docker.DockerClient, versions: tuple[str, ...] = VERSIONS, registry: str | None = None
 ) -> None:

@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
-
-from tests.compose_app import image
+from tests.compose_app import image, version_answered
 from tests.ecs_app import ECR, REGION
 from tests.ecs_sim import EcsSimulator
 from tests.harness.postgres import PostgresInfo
@@ -120,16 +118,7 @@ class EcsRelease:
         return {s: self.answer(s) for s in SERVICES}
 
     def answer(self, service: str) -> str | None:
-        try:
-            response = httpx.get(self.url(service) + PROBES[service], timeout=3)
-        except httpx.HTTPError:
-            return None
-        if response.status_code != 200:
-            return None
-        if service == "api":
-            return str(response.json()["version"])
-        text = response.text.strip()
-        return text.removeprefix("<h1>demo web ").removesuffix("</h1>")
+        return version_answered(self.url(service), PROBES[service])
 
     def described(self, service: str) -> dict[str, Any]:
         found = self.sim.client().describe_services(

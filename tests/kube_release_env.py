@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import docker
-import httpx
 from docker.errors import DockerException
 
-from tests.compose_app import image
+from tests.compose_app import image, version_answered
 from tests.harness.docker_engine import build_image
 from tests.harness.postgres import PostgresInfo
 from tests.harness.s3 import S3Info
@@ -107,16 +106,7 @@ class KubeRelease:
         return {s: self.answer(s) for s in SERVICES}
 
     def answer(self, service: str) -> str | None:
-        try:
-            response = httpx.get(self.url(service) + PROBES[service], timeout=3)
-        except httpx.HTTPError:
-            return None
-        if response.status_code != 200:
-            return None
-        if service == "api":
-            return str(response.json()["version"])
-        text = response.text.strip()
-        return text.removeprefix("<h1>demo web ").removesuffix("</h1>")
+        return version_answered(self.url(service), PROBES[service])
 
     def templates(self) -> dict[str, str]:
         """The image tag of each Deployment's pod template."""
