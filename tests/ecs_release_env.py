@@ -26,7 +26,7 @@ from tests.ecs_sim import EcsSimulator
 from tests.harness.postgres import PostgresInfo
 from tests.harness.s3 import S3Info
 from tests.pg_fixtures import create_database
-from tests.release_env import write_migrations
+from tests.release_env import save_environment_blocks, write_migrations
 
 SERVICES = ("api", "web")
 PROBES = {"api": "/health", "web": "/"}
@@ -165,10 +165,7 @@ def save_ecs_release_environment(
     from pydantic import SecretStr
 
     from blocks.aws_credentials import AwsCredentials
-    from blocks.environment import Environment, MigrationSettings, ReleasePolicy
     from blocks.health_check import HealthCheck
-    from blocks.object_storage import ObjectStorage
-    from blocks.postgres import PostgresDatabase
     from blocks.rollout_ecs import EcsService, EcsTargetSettings
 
     releases = root / "releases"
@@ -187,14 +184,6 @@ def save_ecs_release_environment(
             interval_seconds=0.2,
         )
 
-    bucket = f"ecs-{secrets.token_hex(4)}"
-    s3.client().create_bucket(Bucket=bucket)
-    PostgresDatabase.from_url(postgres.url(release.database)).save(
-        f"{name}-database", overwrite=True
-    )
-    ObjectStorage(**s3.storage(bucket, "backups").model_dump()).save(
-        f"{name}-store", overwrite=True
-    )
     AwsCredentials(
         access_key_id="AKIAEXAMPLETESTING00",
         secret_access_key=SecretStr("moto-secret"),
@@ -213,11 +202,5 @@ def save_ecs_release_environment(
         rollout_timeout_seconds=90,
         keep_revisions=keep_revisions,
     )
-    Environment(
-        database_block=f"{name}-database",
-        store_block=f"{name}-store",
-        target=target,
-        migrations=MigrationSettings(directory=releases / "{version}" / "prisma" / "migrations"),
-        policy=ReleasePolicy(min_free_disk_mb=1),
-    ).save(name, overwrite=True)
+    save_environment_blocks(name, postgres, release.database, s3, target, releases)
     return release

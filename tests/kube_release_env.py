@@ -27,7 +27,7 @@ from tests.harness.s3 import S3Info
 from tests.k8s_sim import KubeSimulator
 from tests.kube_app import SERVICES, write_kubeconfig
 from tests.pg_fixtures import create_database
-from tests.release_env import write_migrations
+from tests.release_env import save_environment_blocks, write_migrations
 
 CRASHING = "v5"  # its api exits at once with this code
 CRASH_CODE = 3
@@ -136,10 +136,7 @@ def save_kube_release_environment(
     """A new namespace with the three Deployments at v1, and an environment releasing to it."""
     from kubernetes import client
 
-    from blocks.environment import Environment, MigrationSettings, ReleasePolicy
     from blocks.health_check import HealthCheck
-    from blocks.object_storage import ObjectStorage
-    from blocks.postgres import PostgresDatabase
     from blocks.rollout_kubernetes import KubernetesTargetSettings
 
     releases = root / "releases"
@@ -169,12 +166,6 @@ def save_kube_release_environment(
 
     name = f"k8s-{secrets.token_hex(3)}"
     database = create_database(postgres, sql="")
-    bucket = f"k8s-{secrets.token_hex(4)}"
-    s3.client().create_bucket(Bucket=bucket)
-    PostgresDatabase.from_url(postgres.url(database)).save(f"{name}-database", overwrite=True)
-    ObjectStorage(**s3.storage(bucket, "backups").model_dump()).save(
-        f"{name}-store", overwrite=True
-    )
     target = KubernetesTargetSettings(
         kind="kubernetes",
         namespace=namespace,
@@ -184,11 +175,5 @@ def save_kube_release_environment(
         rollout_timeout_seconds=60,
         check_images=True,
     )
-    Environment(
-        database_block=f"{name}-database",
-        store_block=f"{name}-store",
-        target=target,
-        migrations=MigrationSettings(directory=releases / "{version}" / "prisma" / "migrations"),
-        policy=ReleasePolicy(min_free_disk_mb=1),
-    ).save(name, overwrite=True)
+    save_environment_blocks(name, postgres, database, s3, target, releases)
     return KubeRelease(name, sim, namespace, database, api)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Any
 
 from tests.compose_app import VERSIONS, ComposeApp, create_app, migrations_for
 from tests.harness.postgres import PostgresInfo
@@ -22,6 +23,40 @@ def write_migrations(releases_dir: Path) -> None:
         for name, sql in migrations_for(version).items():
             (folder / name).mkdir(parents=True, exist_ok=True)
             (folder / name / "migration.sql").write_text(sql)
+
+
+def save_environment_blocks(
+    name: str,
+    postgres: PostgresInfo,
+    database: str,
+    s3: S3Info,
+    target: Any,
+    releases_dir: Path,
+    **environment: Any,
+) -> str:
+    """`<name>-database`, `<name>-store` (a fresh bucket, its name returned) and the
+    Environment `name` releasing to `target`, with the migrations of `releases_dir`."""
+    from blocks.environment import Environment, MigrationSettings, ReleasePolicy
+    from blocks.object_storage import ObjectStorage
+    from blocks.postgres import PostgresDatabase
+
+    bucket = f"{name.split('-')[0]}-{secrets.token_hex(4)}"
+    s3.client().create_bucket(Bucket=bucket)
+    PostgresDatabase.from_url(postgres.url(database)).save(f"{name}-database", overwrite=True)
+    ObjectStorage(**s3.storage(bucket, "backups").model_dump()).save(
+        f"{name}-store", overwrite=True
+    )
+    Environment(
+        database_block=f"{name}-database",
+        store_block=f"{name}-store",
+        target=target,
+        migrations=MigrationSettings(
+            directory=releases_dir / "{version}" / "prisma" / "migrations"
+        ),
+        policy=ReleasePolicy(min_free_disk_mb=1),
+        **environment,
+    ).save(name, overwrite=True)
+    return bucket
 
 
 def save_release_environment(
@@ -38,9 +73,6 @@ def save_release_environment(
     `docker_host` goes into the target's settings, for runs (a worker's) that do not get
     DOCKER_HOST from the test; with `registry`, the app's images are pulled from it.
     """
-    from blocks.environment import Environment, MigrationSettings, ReleasePolicy
-    from blocks.object_storage import ObjectStorage
-    from blocks.postgres import PostgresDatabase
     from blocks.rollout import HealthCheck
 
     releases_dir = root / "releases"
@@ -48,16 +80,13 @@ def save_release_environment(
     app = create_app(root / "app", deadline_seconds=health_deadline, registry=registry)
     name = f"rel-{secrets.token_hex(3)}"
     database = create_database(postgres, sql="")
-    bucket = f"rel-{secrets.token_hex(4)}"
-    s3.client().create_bucket(Bucket=bucket)
-    PostgresDatabase.from_url(postgres.url(database)).save(f"{name}-database", overwrite=True)
-    ObjectStorage(**s3.storage(bucket, "backups").model_dump()).save(
-        f"{name}-store", overwrite=True
-    )
-    Environment(
-        database_block=f"{name}-database",
-        store_block=f"{name}-store",
-        target=app.settings.model_copy(update={"docker_host": docker_host}),
+    bucket = save_environment_blocks(
+        name,
+        postgres,
+        database,
+        s3,
+        app.settings.model_copy(update={"docker_host": docker_host}),
+        releases_dir,
         health_checks=[
             HealthCheck(
                 kind="http",
@@ -68,9 +97,5 @@ def save_release_environment(
                 successes=2,
             )
         ],
-        migrations=MigrationSettings(
-            directory=releases_dir / "{version}" / "prisma" / "migrations"
-        ),
-        policy=ReleasePolicy(min_free_disk_mb=1),
-    ).save(name, overwrite=True)
+    )
     return name, app, database, bucket

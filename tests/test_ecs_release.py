@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from moto.server import ThreadedMotoServer
 
-from tests.commands import slipway, start_slipway
 from tests.ecs_release_env import (
     SERVICES,
     EcsRelease,
@@ -37,37 +34,14 @@ from tests.harness.prefect_server import PrefectInfo
 from tests.harness.procs import wait_until
 from tests.harness.s3 import S3Info
 from tests.journals import release_record
-from tests.pg_fixtures import snapshot
+from tests.release_stage import CliStage
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.s3, pytest.mark.prefect]
 
 ALL_V2 = dict.fromkeys(SERVICES, "v2")
 
 
-@dataclass
-class Stage:
-    env: EcsRelease
-    pg: PostgresInfo
-    cli_env: dict[str, str]
-
-    @property
-    def name(self) -> str:
-        return self.env.name
-
-    def db(self) -> dict[str, Any]:
-        return snapshot(self.pg, self.env.database)
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return slipway(*args, env=self.cli_env)
-
-    def failed_line(self, version: str) -> str:
-        """`slipway release VERSION`, which must fail in one line: that line."""
-        done = self.cli("release", version, "--env", self.name)
-        assert done.returncode == 1, done.stdout + done.stderr
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1, done.stderr
-        return lines[0]
-
+class Stage(CliStage[EcsRelease]):
     def on_v2(self) -> None:
         """Each service's PRIMARY deployment on v2, and its tasks answering v2."""
         assert self.env.primary_versions() == ALL_V2
@@ -170,7 +144,7 @@ def test_3_v2_again_registers_nothing_and_prunes_to_the_newest_two(stage: Stage)
 
 def test_4_a_killed_release_then_rollback_both_services_on_v2(stage: Stage) -> None:
     stage.env.sim.stall_image("api:v3")  # its tasks stay PENDING: the rollout never ends
-    proc = start_slipway("release", "v3", "--env", stage.name, env=stage.cli_env)
+    proc = stage.start("release", "v3", "--env", stage.name)
     try:
         wait_until(
             lambda: len(stage.env.described("api")["deployments"]) == 2,

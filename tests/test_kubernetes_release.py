@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.commands import slipway, start_slipway
 from tests.harness.docker_engine import DockerInfo
 from tests.harness.postgres import PostgresInfo
 from tests.harness.prefect_server import PrefectInfo
@@ -38,7 +35,7 @@ from tests.kube_release_env import (
     build_crashing_version,
     save_kube_release_environment,
 )
-from tests.pg_fixtures import snapshot
+from tests.release_stage import CliStage
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.s3, pytest.mark.prefect]
 
@@ -46,33 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 ALL_V2 = dict.fromkeys(SERVICES, "v2")
 
 
-@dataclass
-class Stage:
-    env: KubeRelease
-    pg: PostgresInfo
-    cli_env: dict[str, str]
-
-    @property
-    def name(self) -> str:
-        return self.env.name
-
-    def db(self) -> dict[str, Any]:
-        return snapshot(self.pg, self.env.database)
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return slipway(*args, env=self.cli_env)
-
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        return start_slipway(*args, env=self.cli_env)
-
-    def failed_line(self, version: str) -> str:
-        """`slipway release VERSION`, which must fail in one line: that line."""
-        done = self.cli("release", version, "--env", self.name)
-        assert done.returncode == 1, done.stdout + done.stderr
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1, done.stderr
-        return lines[0]
-
+class Stage(CliStage[KubeRelease]):
     def on_v2(self) -> None:
         """Every template on v2, every Deployment's pods answering v2."""
         assert self.env.templates() == ALL_V2

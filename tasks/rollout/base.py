@@ -264,6 +264,9 @@ class OrderedRollout(ClosingTarget):
     """The rollout written once; a target implements the abstract per-service steps."""
 
     services: list[str]
+    # Whether each service is a place of its own (ECS services): a rollback's `keep_going`
+    # then brings back every service it can. Otherwise the services go in order or not at all.
+    independent_services = False
 
     # -- what each target implements ------------------------------------------------------
 
@@ -296,6 +299,12 @@ class OrderedRollout(ClosingTarget):
         """Why waiting for the service cannot help any more (it crashed for good), else None."""
         return None
 
+    def start_check(self, service: str) -> str | None:
+        """The check a failed `start_service` is named by (None: none; ECS: its rollout,
+        whose wait is part of the start)."""
+        del service
+        return None
+
     # -- the shared rollout ---------------------------------------------------------------
 
     def live_versions(self) -> LiveVersion:
@@ -316,19 +325,39 @@ class OrderedRollout(ClosingTarget):
         return wait_healthy(checks, version, ready=self.readiness)
 
     def deploy(self, version: str, *, keep_going: bool = False) -> RolloutReport:
-        del keep_going  # one place: the services go in order or not at all
+        keep_going = keep_going and self.independent_services
         self.preflight(version)
-        ready = []
+        ready: list[ServiceReady] = []
+        failed: list[RolloutFailed] = []
         for i, service in enumerate(self.services):
-            done, untouched = self.services[:i], self.services[i + 1 :]
+            done = [r.service for r in ready]
+            untouched = [] if keep_going else self.services[i + 1 :]
             try:
-                self.start_service(service, version)
-            except SlipwayError as exc:
-                raise RolloutFailed(
-                    version, service, str(exc), done=done, untouched=untouched
-                ) from exc
-            ready.append(self._gated(service, version, done, untouched))
-            logger().info("%s runs %s: %s", service, version, ready[-1].health.summary())
+                try:
+                    self.start_service(service, version)
+                except SlipwayError as exc:
+                    raise RolloutFailed(
+                        version,
+                        service,
+                        str(exc),
+                        check=self.start_check(service),
+                        done=done,
+                        untouched=untouched,
+                    ) from exc
+                ready.append(self._gated(service, version, done, untouched))
+                logger().info("%s runs %s: %s", service, version, ready[-1].health.summary())
+            except RolloutFailed as exc:
+                if not keep_going:
+                    raise
+                failed.append(exc)
+        if failed:
+            first = failed[0]
+            detail = "; ".join(
+                f.detail if f is first else f"{f.service}: {f.detail}" for f in failed
+            )
+            raise RolloutFailed(
+                version, first.service, detail, check=first.check, done=[r.service for r in ready]
+            )
         return RolloutReport(version, ready)
 
     def wait_ready(self, version: str) -> RolloutReport:
@@ -360,12 +389,21 @@ class OrderedRollout(ClosingTarget):
                 done=done,
                 untouched=untouched,
             )
+        health = self._passes(service, version, self.gate(service), done, untouched)
+        return ServiceReady(service, version, health)
+
+    def _passes(
+        self,
+        service: str,
+        version: str,
+        checks: Sequence[HealthCheck],
+        done: list[str],
+        untouched: list[str],
+    ) -> HealthReport:
+        """The service passes `checks` (polled), else `RolloutFailed` naming the check."""
         try:
-            health = wait_healthy(
-                self.gate(service),
-                version,
-                ready=self.readiness,
-                abort=lambda: self.crashed(service),
+            return wait_healthy(
+                checks, version, ready=self.readiness, abort=lambda: self.crashed(service)
             )
         except HealthCheckFailed as exc:
             raise RolloutFailed(
@@ -376,4 +414,3 @@ class OrderedRollout(ClosingTarget):
                 done=done,
                 untouched=untouched,
             ) from exc
-        return ServiceReady(service, version, health)

@@ -26,7 +26,6 @@ from tasks.rollout.base import (
     PreflightReport,
     RolloutFailed,
     RolloutReport,
-    ServiceReady,
 )
 from tasks.rollout.ecs_api import AwsApi
 from tasks.rollout.ecs_deployments import (
@@ -37,13 +36,15 @@ from tasks.rollout.ecs_deployments import (
     verdict,
 )
 from tasks.rollout.ecs_task_definitions import TaskDefinitions, family_of, name, versions
-from tasks.rollout.health import HealthCheckFailed, Observation, logger, wait_healthy
+from tasks.rollout.health import Observation, logger
 
 STOPPED = "slipway.dev/stopped-count"  # the service tag keeping its count while stopped
 
 
 class EcsTarget(OrderedRollout):
     """A `RolloutTarget` for ECS services (see `EcsTargetSettings`)."""
+
+    independent_services = True
 
     def __init__(self, settings: EcsTargetSettings) -> None:
         self.settings = settings
@@ -161,53 +162,12 @@ class EcsTarget(OrderedRollout):
         # First the deployments under way settle (a circuit breaker's rollback, say): until
         # then a service runs two versions, which the shared gate would call a failure.
         for i, service in enumerate(self.services):
-            try:
-                wait_healthy(self.gate(service)[:1], version, ready=self.readiness)
-            except HealthCheckFailed as exc:
-                raise RolloutFailed(
-                    version,
-                    service,
-                    f"health check failed: {exc}",
-                    check=exc.check,
-                    done=self.services[:i],
-                    untouched=self.services[i + 1 :],
-                ) from exc
+            first = self.gate(service)[:1]
+            self._passes(service, version, first, self.services[:i], self.services[i + 1 :])
         return super().wait_ready(version)
 
-    # -- the rollout: the shared one, but a failed deployment names its check -------------
-
-    def deploy(self, version: str, *, keep_going: bool = False) -> RolloutReport:
-        """As `OrderedRollout.deploy`; `keep_going` (a rollback): each service is
-        independent, so every one that can be is brought back, the error at the end."""
-        self.preflight(version)
-        ready: list[ServiceReady] = []
-        failed: list[RolloutFailed] = []
-        for i, service in enumerate(self.services):
-            done = [r.service for r in ready]
-            untouched = [] if keep_going else self.services[i + 1 :]
-            try:
-                try:
-                    self.start_service(service, version)
-                except SlipwayError as exc:
-                    check = f"rollout {service}"  # the gate's first check: what failed
-                    raise RolloutFailed(
-                        version, service, str(exc), check=check, done=done, untouched=untouched
-                    ) from exc
-                ready.append(self._gated(service, version, done, untouched))
-                logger().info("%s runs %s: %s", service, version, ready[-1].health.summary())
-            except RolloutFailed as exc:
-                if not keep_going:
-                    raise
-                failed.append(exc)
-        if failed:
-            first = failed[0]
-            detail = "; ".join(
-                f.detail if f is first else f"{f.service}: {f.detail}" for f in failed
-            )
-            raise RolloutFailed(
-                version, first.service, detail, check=first.check, done=[r.service for r in ready]
-            )
-        return RolloutReport(version, ready)
+    def start_check(self, service: str) -> str:
+        return f"rollout {service}"  # the gate's first check: the wait is part of the start
 
     # -- what a release saves, and drops after it succeeded ---------------------------------
 
