@@ -195,7 +195,13 @@ def test_flipped_byte_is_refused_and_target_untouched(env: Env) -> None:
     assert _restore_files_left(env) == []
 
 
-def test_killed_backup_leaves_no_backup_and_is_cleaned_next_run(env: Env) -> None:
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_killed_backup_leaves_no_backup_and_is_cleaned_next_run(env: Env, encrypted: bool) -> None:
+    if encrypted:  # age in the pipeline: its thread and pipe die with the process
+        from pyrage import x25519
+
+        recipient = str(x25519.Identity.generate().to_public())
+        env.vars["SLIPWAY_BACKUP_RECIPIENTS"] = recipient
     with psycopg.connect(env.pg.url(env.database), autocommit=True) as conn:
         # Incompressible rows, so the dump is big enough to kill in the middle of its upload.
         conn.execute(
@@ -232,6 +238,7 @@ def test_killed_backup_leaves_no_backup_and_is_cleaned_next_run(env: Env) -> Non
     assert len(manifests) == 1
     folders = {k.rsplit("/", 2)[0] for k in _keys(env)}
     assert len(folders) == 1  # nothing of the killed backup remains
+    assert any(k.endswith(".age") for k in _keys(env)) == encrypted
 
 
 @pytest.mark.parametrize(
