@@ -3,7 +3,9 @@
 Most of the suite waits on services (health deadlines, S3, the Prefect API, Docker), so two
 sessions side by side finish in about two thirds of the time on two cores. Each session has
 its own harness (its own PostgreSQL, S3 and Prefect server on free ports); only the
-release group uses Docker, so no two sessions ever start a Docker engine. Each group's
+release group uses Docker, so no two sessions ever start a Docker engine: a file marked
+`docker` goes with the releases wherever it is listed (two engines on one bridge answer for
+each other's containers). Each group's
 output is printed whole when it ends; the exit status fails if either group failed.
 """
 
@@ -52,10 +54,16 @@ RELEASES = [
 RELEASE_FAULTS = "faults/test_release_"  # the fault suite's release-side files
 
 
+def uses_docker(file: str) -> bool:
+    """Whether a test file is marked `docker` (its module or one of its tests)."""
+    return "pytest.mark.docker" in (TESTS / file).read_text()
+
+
 def groups() -> dict[str, list[str]]:
     """Every test file in exactly one group: releases as listed, backups the rest.
 
-    The fault suite (`tests/faults/`) goes by name: `test_release_*.py` with the releases.
+    The fault suite (`tests/faults/`) goes by name: `test_release_*.py` with the releases;
+    any file that uses Docker goes with the releases too.
     """
     files = sorted(
         str(p.relative_to(TESTS))
@@ -64,7 +72,14 @@ def groups() -> dict[str, list[str]]:
     missing = [f for f in RELEASES if f not in files]
     if missing:
         raise SystemExit(f"run_groups: no such test files: {', '.join(missing)}")
-    releases = [*RELEASES, *(f for f in files if f.startswith(RELEASE_FAULTS))]
+    releases = [
+        *RELEASES,
+        *(
+            f
+            for f in files
+            if f not in RELEASES and (f.startswith(RELEASE_FAULTS) or uses_docker(f))
+        ),
+    ]
     backups = [f for f in files if f not in releases]
     return {"releases": releases, "backups": backups}
 

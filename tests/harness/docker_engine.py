@@ -12,6 +12,7 @@ busybox: `slipway-test/busybox` serves /www with `busybox httpd` on port 8080.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import io
 import os
@@ -36,6 +37,9 @@ from tests.harness.registry import Registry
 BUSYBOX = Path("/bin/busybox")
 DEFAULT_BRIDGE = "docker0"
 BASE_IMAGE = "slipway-test/busybox:latest"
+# One private engine per machine: two on the default bridge hand out the same container
+# addresses, and each one's published ports then reach the other's containers.
+ENGINE_LOCK = Path("/tmp/slipway-test-dockerd.lock")
 HTTP_PORT = 8080
 
 
@@ -84,6 +88,7 @@ class DockerEngine:
         self.proc: ManagedProcess | None = None
         self.registry = Registry(session_dir)
         self._bridges: set[str] = set()  # to delete once the engine stopped
+        self._lock: int | None = None  # held while the private engine runs
 
     def start(self) -> DockerInfo:
         if not BUSYBOX.exists():
@@ -109,6 +114,7 @@ class DockerEngine:
                 "no Docker engine running and starting dockerd needs root: "
                 "start Docker or set DOCKER_HOST"
             )
+        self._take_engine_lock()
         root = self.session_dir / "docker"
         for sub in ("data", "exec"):
             (root / sub).mkdir(parents=True)
@@ -134,9 +140,23 @@ class DockerEngine:
         wait_until(lambda: _ping(host), timeout=60, what="dockerd", proc=self.proc, interval=0.5)
         return host
 
+    def _take_engine_lock(self) -> None:
+        fd = os.open(ENGINE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RuntimeError(
+                "another test session runs its own Docker engine on this machine: two engines "
+                "on one bridge answer for each other's containers; run the Docker tests in one "
+                "session (tests/run_groups.py keeps them all in one group)"
+            ) from None
+        self._lock = fd
+
     def stop(self) -> None:
         self.registry.stop()
         if self.proc is None:
+            self._release_engine_lock()
             return
         # Containers first, so dockerd's shutdown has nothing to wait for. The socket path,
         # not a saved DockerInfo: this also runs while start() is still waiting for dockerd.
@@ -155,6 +175,12 @@ class DockerEngine:
         for bridge in sorted(self._bridges):
             _delete_link(bridge)
         unmount_under(root / "exec")
+        self._release_engine_lock()
+
+    def _release_engine_lock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing drops the flock
+            self._lock = None
 
 
 def install_compose_plugin(docker_config: Path) -> Path:
