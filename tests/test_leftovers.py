@@ -210,7 +210,8 @@ def test_private_docker_engine_leaves_the_host_as_it_was(
     tmp_before, run_before = set(os.listdir("/tmp")), set(os.listdir("/run"))
     mounts_before = mounts()
     before, since = host_state(), time.time()
-    engine = DockerEngine(new_session_dir(private_engine_base))
+    # Beside this session's engine on purpose; its one container uses a port of its own.
+    engine = DockerEngine(new_session_dir(private_engine_base), machine_lock=False)
     try:
         info = engine.start()
         if not info.started_here:

@@ -83,8 +83,11 @@ def _bridge_names(client: docker.DockerClient) -> list[str]:
 
 
 class DockerEngine:
-    def __init__(self, session_dir: Path) -> None:
+    def __init__(self, session_dir: Path, *, machine_lock: bool = True) -> None:
+        """`machine_lock=False` only for a test that starts a second engine on purpose,
+        beside its own session's, with nothing else running on it."""
         self.session_dir = session_dir
+        self.machine_lock = machine_lock
         self.proc: ManagedProcess | None = None
         self.registry = Registry(session_dir)
         self._bridges: set[str] = set()  # to delete once the engine stopped
@@ -114,7 +117,8 @@ class DockerEngine:
                 "no Docker engine running and starting dockerd needs root: "
                 "start Docker or set DOCKER_HOST"
             )
-        self._take_engine_lock()
+        if self.machine_lock:
+            self._take_engine_lock()
         root = self.session_dir / "docker"
         for sub in ("data", "exec"):
             (root / sub).mkdir(parents=True)
