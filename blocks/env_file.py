@@ -10,7 +10,8 @@ for an ecs target's keys, and the `Environment` block `<name>` that names them.
     name: production
     database: {url: "postgresql://app@db:5432/app", password: "${DB_PASSWORD}"}
     store: {url: "s3://backups/prod", endpoint_url: "http://minio:9000",
-            access_key_id: "${BACKUP_KEY_ID}", secret_access_key: "${BACKUP_SECRET}"}
+            access_key_id: "${BACKUP_KEY_ID}", secret_access_key: "${BACKUP_SECRET}",
+            encryption_recipients: [age1...], encryption_identity: "${BACKUP_AGE_IDENTITY}"}
     target: {kind: compose, project_directory: /srv/app, services: [api, worker, web]}
     health_checks: [{kind: http, url: "http://localhost:3000/health", version_field: version}]
     migrations: {mode: native, directory: /srv/app/prisma/migrations}
@@ -29,21 +30,21 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import SecretStr, ValidationError
 
 from blocks.config_check import combined
-from blocks.environment_settings import BucketBackup, MigrationSettings, ReleasePolicy
+from blocks.env_file_spec import AwsSpec, EnvironmentFile
 from blocks.errors import ConfigError
-from blocks.rollout import EcsTargetSettings, HealthCheck, SshTargetSettings, TargetSettings
+from blocks.rollout import EcsTargetSettings, SshTargetSettings
 from blocks.settings import PostgresSettings
 
 REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,40}")
-VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Where a secret may appear: only as a ${VAR} reference.
 SECRET_PATHS = (
     ("database", "password"),
     ("store", "secret_access_key"),
+    ("store", "encryption_identity"),
     ("notifiers", "slack", "webhook_url"),
     ("notifiers", "slack", "bot_token"),
     ("notifiers", "telegram", "bot_token"),
@@ -53,153 +54,6 @@ SECRET_PATHS = (
     ("aws", "session_token"),
     ("aws", "external_id"),
 )
-
-
-class DatabaseSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    url: str = Field(description="postgresql://user@host:port/db, without the password.")
-    password: str | None = Field(
-        default=None, description='The role\'s password, as a reference: "${DB_PASSWORD}".'
-    )
-
-
-class StoreSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    url: str = Field(description="Where backups and the release journal go: s3://bucket/prefix.")
-    endpoint_url: str | None = Field(
-        default=None, description="S3 endpoint, e.g. http://minio:9000 (empty: AWS)."
-    )
-    region: str | None = Field(default=None, description="Region (AWS); MinIO accepts any.")
-    access_key_id: str | None = Field(
-        default=None, description="Access key id (empty: boto3's default chain)."
-    )
-    secret_access_key: str | None = Field(
-        default=None, description='Secret access key, as a reference: "${BACKUP_SECRET}".'
-    )
-
-
-class SlackSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    webhook_url: str | None = Field(
-        default=None,
-        description='Incoming webhook URL, as a reference: "${SLACK_WEBHOOK_URL}".',
-    )
-    bot_token: str | None = Field(
-        default=None,
-        description='Bot token (xoxb-...) instead of a webhook, as a reference: "${SLACK_BOT_TOKEN}".',
-    )
-    channel: str | None = Field(
-        default=None, description="Channel for the bot token: #deploys or its id (C0123...)."
-    )
-    base_url: str | None = Field(
-        default=None, description="Slack Web API base URL (empty: https://slack.com/api/)."
-    )
-
-
-class TelegramSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    bot_token: str = Field(
-        description='Bot token from @BotFather, as a reference: "${TELEGRAM_BOT_TOKEN}".'
-    )
-    chat_ids: list[str] | str = Field(
-        description="Chat ids to notify (users; groups: -100...), a list or comma-separated."
-    )
-    api_url: str | None = Field(
-        default=None, description="Telegram Bot API base URL (empty: https://api.telegram.org)."
-    )
-
-
-class NotifiersSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    slack: SlackSpec | None = Field(default=None, description="A Slack notifier.")
-    telegram: TelegramSpec | None = Field(default=None, description="A Telegram notifier.")
-
-
-class SshSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    private_key: str | None = Field(
-        default=None,
-        description='The ssh target\'s private key, as a reference: "${DEPLOY_SSH_KEY}" '
-        "(empty: the target's identity_file, else the SSH agent).",
-    )
-    passphrase: str | None = Field(
-        default=None, description='Its passphrase, as a reference: "${DEPLOY_SSH_PASSPHRASE}".'
-    )
-    env: dict[str, str] = Field(
-        default_factory=dict,
-        description='Secret variables remote commands get, as references: {GIT_TOKEN: "${GIT_TOKEN}"}.',
-    )
-
-    @field_validator("env")
-    @classmethod
-    def _names(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in value if not VARIABLE.fullmatch(k)]
-        if bad:
-            raise ConfigError(f"ssh.env: {bad[0]!r} is not a variable name, e.g. GIT_TOKEN")
-        return value
-
-
-class AwsSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    access_key_id: str | None = Field(
-        default=None, description="The ecs target's access key id (empty: boto3's standard chain)."
-    )
-    secret_access_key: str | None = Field(
-        default=None, description='Its secret, as a reference: "${AWS_SECRET_ACCESS_KEY}".'
-    )
-    session_token: str | None = Field(
-        default=None,
-        description='A session token of temporary keys, as a reference: "${AWS_SESSION_TOKEN}".',
-    )
-    role_arn: str | None = Field(
-        default=None, description="A role to assume with these keys (or the standard chain's)."
-    )
-    external_id: str | None = Field(
-        default=None,
-        description='The external id the role requires, as a reference: "${AWS_EXTERNAL_ID}".',
-    )
-    endpoint_url: str | None = Field(
-        default=None, description="One endpoint for every AWS API (empty: AWS's)."
-    )
-
-
-class EnvironmentFile(BaseModel):
-    """The file's shape: the Environment block's fields plus its sub-blocks inline."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(
-        description="The environment's name (lowercase letters, digits, '-'): its block, "
-        "`--env NAME` and the `release/NAME` deployment."
-    )
-    database: DatabaseSpec = Field(description="The app's PostgreSQL database.")
-    store: StoreSpec = Field(description="The backup store (S3 or MinIO).")
-    target: TargetSettings = Field(
-        description="Where the app runs, chosen by kind (compose: a docker compose project)."
-    )
-    health_checks: list[HealthCheck] = Field(
-        default_factory=list,
-        description="Checks of the whole app after the rollout, e.g. its public URL with "
-        "version_field.",
-    )
-    migrations: MigrationSettings = Field(
-        default_factory=MigrationSettings, description="How the Prisma migrations are applied."
-    )
-    policy: ReleasePolicy = Field(
-        default_factory=ReleasePolicy,
-        description="What releases, rollbacks and restores may do on their own.",
-    )
-    notifiers: NotifiersSpec = Field(
-        default_factory=NotifiersSpec, description="Where outcomes are announced."
-    )
-    ssh: SshSpec | None = Field(
-        default=None, description="Secrets of an ssh target, kept in the `<name>-ssh` block."
-    )
-    buckets: list[BucketBackup] = Field(
-        default_factory=list, description="The app's buckets in the nightly backup."
-    )
-    aws: AwsSpec | None = Field(
-        default=None, description="Keys of an ecs target, kept in the `<name>-aws` block."
-    )
 
 
 def _secret_problems(data: dict[str, Any], path: Path) -> list[str]:
@@ -332,6 +186,10 @@ def apply_environment(spec: EnvironmentFile) -> list[str]:
         access_key_id=spec.store.access_key_id,
         secret_access_key=SecretStr(spec.store.secret_access_key)
         if spec.store.secret_access_key
+        else None,
+        encryption_recipients=spec.store.encryption_recipients,
+        encryption_identity=SecretStr(spec.store.encryption_identity)
+        if spec.store.encryption_identity
         else None,
     )
     written = []

@@ -289,7 +289,7 @@ def missing_descriptions(root: type[BaseModel]) -> list[str]:
 
 def roots() -> list[tuple[str, str, type[BaseModel]]]:
     """(title, how it is used, model) of every configuration file."""
-    from blocks.env_file import EnvironmentFile
+    from blocks.env_file_spec import EnvironmentFile
     from deployments.webhook import WebhookConfig
 
     return [

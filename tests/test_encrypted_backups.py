@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 import zstandard
 
 from tests.commands import run
@@ -251,6 +252,48 @@ def test_key_rotation_and_unencrypted_backups_still_restore(
         target = f"rotated_{secrets.token_hex(3)}"
         env.restore(str(m["id"]), target, extra=extra, check=True)
         assert snapshot(env.pg, target) == expected
+
+
+def test_an_environment_file_holds_the_store_keys(
+    env: Env, keys: tuple[Key, Key, Path], tmp_path: Path
+) -> None:
+    """`store.encryption_recipients` and `encryption_identity` in an environment file: its
+    backups are encrypted, and restore with the store block's identity alone (a release's
+    rollback restores this way)."""
+    a, _, _ = keys
+    name = f"enc-{secrets.token_hex(3)}"
+    spec = {
+        "name": name,
+        "database": {"url": env.vars["DATABASE_URL"], "password": "${PG_SECRET}"},
+        "store": {
+            "url": f"s3://{env.bucket}/nightly",
+            "endpoint_url": env.s3.endpoint_url,
+            "region": env.s3.region,
+            "access_key_id": env.s3.access_key,
+            "secret_access_key": "${S3_SECRET}",
+            "encryption_recipients": a.recipient,
+            "encryption_identity": "${AGE_IDENTITY}",
+        },
+        "target": {"project_directory": str(tmp_path), "services": ["api"]},
+    }
+    path = tmp_path / "env.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    identity = a.file.read_text()
+    applying = {"PG_SECRET": env.pg.password, "S3_SECRET": env.s3.secret_key}
+    env.run("env", "apply", str(path), extra={**applying, "AGE_IDENTITY": identity}, check=True)
+
+    blocks = ("--database-block", f"{name}-database", "--store-block", f"{name}-store")
+    marker = _add_marker(env)
+    m = json.loads(env.run("backup", *blocks, "--json", check=True).stdout)
+    assert (m["encrypted"], m["recipients"]) == (True, [a.recipient])
+    assert objects_holding(env, marker) == []
+    target = f"from_block_{secrets.token_hex(3)}"
+    # No SLIPWAY_BACKUP_IDENTITY_FILE: the block's identity is the only key.
+    env.restore(str(m["id"]), target, "--store-block", f"{name}-store", check=True)
+    assert snapshot(env.pg, target) == snapshot(env.pg, env.database)
+    # The check has teeth: without the block, no identity, no restore.
+    refused = env.restore(str(m["id"]), f"{target}_x")
+    _one_line_error(refused, "identity")
 
 
 def test_keygen_writes_what_age_reads(env: Env, tmp_path: Path) -> None:

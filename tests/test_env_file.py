@@ -25,6 +25,9 @@ notifiers:
   slack: {webhook_url: "${SLACK_WEBHOOK_URL}"}
   telegram: {bot_token: "${TELEGRAM_BOT_TOKEN}", chat_ids: "${ADMIN_TELEGRAM_IDS}"}
 """
+STORE_LAST_LINE = 'secret_access_key: "${BACKUP_SECRET}"'
+# A throwaway age identity (what `age-keygen` writes), for the files that must refuse it.
+IDENTITY = "AGE-SECRET-KEY-1HGN8D99Z0PCAZ4CPSAPEH30Q35DULLWDRCA9TKQNSC3THW4EQ36SJ97HCJ"
 SECRETS = {
     "DB_PASSWORD": "pg-secret",
     "BACKUP_SECRET": "s3-secret",
@@ -83,6 +86,23 @@ def test_references_are_expanded(tmp_path: Path) -> None:
         (("target: {", "target: {kind: nomad, "), "target: unknown target kind: the kinds are"),
         (("target: {", "target: {kind: ecs, "), "target.ecs.project_directory"),
         (("target: {", "target: {kind: compose, cluster: x, "), "target.compose.cluster"),
+        # age keys of the store: public recipients only, the identity only as a reference.
+        (
+            (STORE_LAST_LINE, STORE_LAST_LINE + "\n  encryption_recipients: [age1nope]"),
+            "'age1nope' is not",
+        ),
+        (
+            (STORE_LAST_LINE, STORE_LAST_LINE + "\n  encryption_recipients: " + IDENTITY),
+            "an identity .* is not a recipient",
+        ),
+        (
+            (STORE_LAST_LINE, STORE_LAST_LINE + "\n  encryption_identity: " + IDENTITY),
+            "store.encryption_identity in .* is a literal secret",
+        ),
+        (
+            (STORE_LAST_LINE, STORE_LAST_LINE + '\n  encryption_identity: "${DB_PASSWORD}"'),
+            "line 1 of the identity is not an age identity",
+        ),
     ],
 )
 def test_bad_files_get_one_line(tmp_path: Path, change: tuple[str, str], message: str) -> None:
@@ -92,7 +112,7 @@ def test_bad_files_get_one_line(tmp_path: Path, change: tuple[str, str], message
     with pytest.raises(ConfigError, match=message) as raised:
         load_environment_file(write(tmp_path, text))
     assert "\n" not in str(raised.value)
-    for secret in ("hunter2", "pg-secret", "s3-secret"):
+    for secret in ("hunter2", "pg-secret", "s3-secret", IDENTITY):
         assert secret not in str(raised.value)
 
 
